@@ -1,0 +1,132 @@
+"""Command-line interface: argument parsing and dispatch, nothing else.
+
+Heavy imports (torch, llamafactory, pandas) happen inside the commands, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from movierec.errors import UserError
+
+# command -> "module:function"; each function takes the parsed argparse.Namespace.
+COMMANDS = {
+    "train": "movierec.train:main",
+    "make-tiny-model": "movierec.tiny:main",
+    "synth": "movierec.data.synth:main",
+    "prepare": "movierec.data.prepare:main",
+    "evaluate": "movierec.evaluate:main",
+    "baselines": "movierec.baselines:main",
+    "report": "movierec.report:main",
+    "recommend": "movierec.recommend:main",
+    "bench": "movierec.bench:main",
+    "demo": "movierec.demo:main",
+}
+
+
+def _add_override(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key; VALUE is read as YAML (1, 1.5e-4, true, null, [a, b]). Repeatable.")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune with LLaMA-Factory from a YAML config")
+    p.add_argument("--config", required=True, help="experiment YAML (see configs/)")
+    p.add_argument("--run-name", help="name of this run (TensorBoard folder runs/<run-name>); default: output_dir's name")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="cpu hides CUDA and computes in fp32; cuda keeps the config's precision; auto picks")
+    _add_override(p)
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|checkpoint-N|PATH",
+                   help="continue from the latest complete checkpoint (auto), a named one, or a path")
+    p.add_argument("--overwrite", action="store_true", help="delete output_dir's previous run before training")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved config and LLaMA-Factory arguments, load no model, exit")
+    p.add_argument("--rate", type=float, metavar="EX_PER_S",
+                   help="with --dry-run: training examples/s (from `movierec bench`) for the time estimate")
+    g = p.add_argument_group("distributed (launched through torchrun, as LLaMA-Factory does)")
+    g.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs) per node")
+    g.add_argument("--nnodes", type=int, default=1)
+    g.add_argument("--node-rank", type=int, default=0)
+    g.add_argument("--master-addr", default="127.0.0.1")
+    g.add_argument("--master-port", type=int, default=29500)
+    g.add_argument("--deepspeed", metavar="z2|z3|PATH", help="DeepSpeed ZeRO config (configs/deepspeed/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="movierec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+
+    p = sub.add_parser("make-tiny-model", help="build a tiny random Qwen3 + tokenizer offline (for the demo and tests)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("synth", help="write MovieLens-25M-format CSVs with a learnable taste signal")
+    p.add_argument("--out", required=True, help="output folder (ratings.csv, movies.csv)")
+    p.add_argument("--scale", default=None, help="'full' (ML-25M size) or a fraction such as 0.01")
+    p.add_argument("--users", type=int, help="number of users (overrides --scale)")
+    p.add_argument("--movies", type=int, help="number of movies (overrides --scale)")
+    p.add_argument("--ratings", type=int, help="number of ratings (overrides --scale)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+
+    p = sub.add_parser("prepare", help="build the Yes/No train/eval datasets from MovieLens")
+    p.add_argument("--config", required=True, help="data YAML (configs/data/)")
+    p.add_argument("--input", help="ml-25m.zip or a folder with ratings.csv + movies.csv (overrides the config)")
+    p.add_argument("--out", help="output folder (overrides the config's out_dir)")
+    _add_override(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
+
+    p = sub.add_parser("evaluate", help="score the eval set: P(Yes) per example, AUC and friends")
+    p.add_argument("--run", required=True, help="run folder (output_dir of a training run)")
+    p.add_argument("--checkpoint", default="latest", help="latest | best | all | checkpoint-N")
+    p.add_argument("--batch-size", type=int, default=None, help="examples per forward pass")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--max-examples", type=int, default=None, help="score a deterministic subsample")
+
+    p = sub.add_parser("baselines", help="classical recommenders on the same eval examples")
+    p.add_argument("--data", required=True, help="prepared data folder (with manifest.json)")
+    p.add_argument("--out", help="output file (default: DATA/baselines.json)")
+
+    p = sub.add_parser("report", help="markdown report + plots rebuilt from a run folder")
+    p.add_argument("--run", required=True)
+    p.add_argument("--baselines", help="baselines.json (default: the run's data folder)")
+
+    p = sub.add_parser("recommend", help="rank movies for a user by P(Yes)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--user", required=True, type=int)
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--candidates", help="comma-separated movie ids (default: popular movies the user has not rated)")
+    p.add_argument("--checkpoint", default="best")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+
+    p = sub.add_parser("bench", help="training throughput on a randomly initialised model of the config's architecture")
+    p.add_argument("--config", required=True)
+    _add_override(p)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+
+    p = sub.add_parser("demo", help="end to end on CPU: tiny model, synthetic data, train, evaluate, report")
+    p.add_argument("--out", default="output/demo", help="run folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module, func = COMMANDS[args.command].split(":")
+    try:
+        result = getattr(importlib.import_module(module), func)(args)
+    except UserError as e:
+        for line in str(e).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

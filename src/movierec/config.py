@@ -1,0 +1,204 @@
+"""Experiment configs: load YAML, apply overrides, validate every key before any model loads.
+
+Valid keys are the fields of LLaMA-Factory's own training-argument dataclasses plus
+`MovierecArguments` below; types come from the argparse actions that transformers'
+HfArgumentParser builds for those dataclasses, so a key or type LLaMA-Factory would reject
+is rejected here first, all problems at once, one `key: problem` line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import enum
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from movierec.errors import UserError
+
+
+@dataclass
+class MovierecArguments:
+    """movierec's own keys (everything else in a config belongs to LLaMA-Factory)."""
+
+    eval_auc: bool = field(default=True, metadata={"help": "compute eval_auc (Yes/No AUC) at every evaluation"})
+    eval_auc_samples: int | None = field(
+        default=None, metadata={"help": "score a deterministic subsample of this many eval examples (null: all)"}
+    )
+    eval_auc_batch_size: int = field(default=16, metadata={"help": "examples per forward pass when scoring"})
+
+
+MOVIEREC_KEYS = {f.name for f in fields(MovierecArguments)}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """`["lr=1e-4", "report_to=[tensorboard]"]` -> dict, values read as YAML."""
+    out: dict[str, Any] = {}
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"--override {item!r}: expected KEY=VALUE")
+            continue
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key] = raw  # not valid YAML: keep the text, type checks decide
+    if problems:
+        raise UserError("\n".join(problems))
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    cfg = load_yaml(path)
+    cfg.update(parse_overrides(overrides or []))
+    return cfg
+
+
+def _parser() -> argparse.ArgumentParser:
+    from llamafactory.hparams.parser import _TRAIN_ARGS
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser([*_TRAIN_ARGS, MovierecArguments])
+
+
+def _field_defaults() -> dict[str, Any]:
+    from llamafactory.hparams.parser import _TRAIN_ARGS
+
+    out = {}
+    for cls in [*_TRAIN_ARGS, MovierecArguments]:
+        for f in fields(cls):
+            if f.init:
+                out[f.name] = (f.default, str(f.type))
+    return out
+
+
+def _type_name(action: argparse.Action) -> str:
+    if action.choices:
+        return "one of " + ", ".join(str(c) for c in action.choices)
+    name = getattr(action.type, "__name__", "str")
+    return {"string_to_bool": "bool"}.get(name, name)
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _coerce(key: str, value: Any, action: argparse.Action, default: Any, type_str: str) -> Any:
+    """Return `value` converted to the action's type, or raise ValueError with the reason."""
+    if value is None:
+        if default is None or "None" in type_str or "Optional" in type_str:
+            return None
+        raise ValueError(f"null is not allowed, expected {_type_name(action)}")
+    if isinstance(value, dict):
+        if "dict" in type_str:
+            return value
+        raise ValueError(f"expected {_type_name(action)}, got a mapping")
+    if isinstance(value, list):
+        if action.nargs not in ("+", "*"):
+            if "list" in type_str or "dict" in type_str:  # e.g. report_to, typed as str/list union
+                return [_coerce(key, v, action, default, "str") for v in value]
+            raise ValueError(f"expected {_type_name(action)}, got a list")
+        return [_coerce(key, v, action, default, "str") for v in value]
+    convert = action.type or str
+    # a bool for a non-bool field (or a float for an int field) is a type error, not a silent cast
+    if isinstance(value, bool) and getattr(convert, "__name__", "") not in ("string_to_bool", "str"):
+        raise ValueError(f"expected {_type_name(action)}")
+    if isinstance(value, float) and convert is int:
+        if not value.is_integer():
+            raise ValueError(f"expected int")
+        value = int(value)
+    try:
+        out = convert(_to_text(value))
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise ValueError(f"expected {_type_name(action)}") from None
+    if isinstance(out, enum.Enum):
+        out = out.value
+    if action.choices and out not in action.choices and _to_text(out) not in [str(c) for c in action.choices]:
+        raise ValueError(f"expected {_type_name(action)}")
+    return out
+
+
+def validate(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check every key and type; return (llamafactory_args, movierec_args), both typed.
+
+    Raises:
+        UserError: one line per problem, all problems at once.
+    """
+    parser = _parser()
+    # bool fields defaulting to true also get a `--no_<key>` action with the same dest: skip it
+    actions = {a.dest: a for a in parser._actions if f"--{a.dest}" in a.option_strings}
+    defaults = _field_defaults()
+    problems: list[str] = []
+    lf_args: dict[str, Any] = {}
+    mr_args: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if not isinstance(key, str) or key not in defaults:
+            hint = difflib.get_close_matches(str(key), list(defaults), n=1, cutoff=0.6)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            problems.append(f"{key}: unknown key{suggestion}")
+            continue
+        default, type_str = defaults[key]
+        try:
+            typed = _coerce(key, value, actions[key], default, type_str)
+        except ValueError as e:
+            problems.append(f"{key}: invalid value {value!r}: {e}")
+            continue
+        (mr_args if key in MOVIEREC_KEYS else lf_args)[key] = typed
+    problems += _check_datasets(lf_args) if not problems else []
+    if problems:
+        raise UserError("\n".join(problems))
+    return lf_args, mr_args
+
+
+def _check_datasets(args: dict[str, Any]) -> list[str]:
+    names = [("dataset", n) for n in _split(args.get("dataset"))]
+    names += [("eval_dataset", n) for n in _split(args.get("eval_dataset"))]
+    if not names:
+        return []
+    info_path = Path(args.get("dataset_dir") or "data") / "dataset_info.json"
+    if not info_path.is_file():
+        return [f"dataset_dir: {info_path} not found (run `movierec prepare` first)"]
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        return [f"dataset_dir: {info_path} is not valid JSON: {e}"]
+    problems = []
+    for key, name in names:
+        if name not in info:
+            hint = difflib.get_close_matches(name, list(info), n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(info))})"
+            problems.append(f"{key}: '{name}' is not in {info_path}{suggestion}")
+    return problems
+
+
+def _split(value: Any) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]

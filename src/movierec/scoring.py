@@ -1,0 +1,204 @@
+"""Yes/No scoring shared by `evaluate`, the training callback and `recommend`.
+
+P(Yes) = softmax over the "Yes" and "No" logits at the first answer position, from one forward
+pass per batch: prompts are tokenised exactly as LLaMA-Factory's supervised preprocessing
+tokenises them for training (same template, same truncation), batches are length-sorted and
+left-padded with explicit position ids, and only the last position's logits are computed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from movierec.errors import UserError
+
+
+def build_template(tokenizer, template: str, cutoff_len: int = 2048):
+    """LLaMA-Factory's template object (also fixes the tokenizer's eos/pad as training did)."""
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+
+    return get_template_and_fix_tokenizer(tokenizer, DataArguments(template=template, cutoff_len=cutoff_len))
+
+
+class YesNoScorer:
+    """Scores alpaca records (instruction/input) with a causal LM: returns P(Yes) per record."""
+
+    def __init__(self, model, tokenizer, template, cutoff_len: int = 2048, batch_size: int = 32):
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.cutoff_len, self.batch_size = cutoff_len, batch_size
+        self.yes_id = self._answer_token("Yes")
+        self.no_id = self._answer_token("No")
+
+    def _answer_token(self, answer: str) -> int:
+        messages = [{"role": "user", "content": "?"}, {"role": "assistant", "content": answer}]
+        _, answer_ids = self.template.encode_multiturn(self.tokenizer, messages)[0]
+        return answer_ids[0]
+
+    def encode(self, record: dict[str, Any]) -> list[int]:
+        """Prompt token ids exactly as LLaMA-Factory's supervised preprocessing builds them."""
+        from llamafactory.data.data_utils import Role
+        from llamafactory.data.processor.processor_utils import infer_seqlen
+
+        content = "\n".join(x for x in (record.get("instruction"), record.get("input")) if x)
+        messages = [{"role": Role.USER.value, "content": content},
+                    {"role": Role.ASSISTANT.value, "content": record.get("output") or "Yes"}]
+        source_ids, target_ids = self.template.encode_multiturn(self.tokenizer, messages, record.get("system"))[0]
+        source_len, _ = infer_seqlen(len(source_ids), len(target_ids), self.cutoff_len)
+        return source_ids[:source_len]
+
+    def score_ids(self, prompts: list[list[int]], progress: bool = False) -> np.ndarray:
+        import torch
+        from tqdm.auto import tqdm
+
+        order = np.argsort([len(p) for p in prompts], kind="stable")[::-1]  # longest first: OOM early
+        out = np.empty(len(prompts), dtype=np.float64)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        try:
+            with torch.inference_mode():
+                for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+                    width = max(len(prompts[i]) for i in idx)
+                    ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                    mask = torch.zeros((len(idx), width), dtype=torch.long)
+                    for row, i in enumerate(idx):  # left padding: the last position is the answer's
+                        ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                        mask[row, width - len(prompts[i]):] = 1
+                    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as without padding
+                    logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                        position_ids=positions.to(device), logits_to_keep=1,
+                                        use_cache=False).logits[:, -1, :]
+                    pair = logits[:, [self.yes_id, self.no_id]].float()
+                    out[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def score(self, records: Iterable[dict[str, Any]], progress: bool = False) -> np.ndarray:
+        return self.score_ids([self.encode(r) for r in records], progress=progress)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def subsample(records: list[dict[str, Any]], n: int | None, seed: int = 0) -> list[dict[str, Any]]:
+    """A deterministic subsample (same records at every evaluation of a run)."""
+    if not n or n >= len(records):
+        return records
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=n, replace=False))
+    return [records[i] for i in keep]
+
+
+def eval_file(lf_args: dict[str, Any]) -> Path:
+    """The JSONL file behind the config's eval_dataset (first one if several)."""
+    dataset_dir = Path(lf_args.get("dataset_dir") or "data")
+    name = str(lf_args["eval_dataset"]).split(",")[0].strip()
+    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    return dataset_dir / info[name]["file_name"]
+
+
+# ---------------------------------------------------------------- loading a trained run
+
+
+def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device: str):
+    """Base model + adapter loaded through LLaMA-Factory, quantized as in training."""
+    from llamafactory.hparams import get_infer_args
+    from llamafactory.model import load_model, load_tokenizer
+
+    keys = ("model_name_or_path", "template", "cutoff_len", "quantization_bit", "quantization_method",
+            "quantization_type", "double_quantization", "flash_attn", "trust_remote_code", "cache_dir",
+            "model_revision", "enable_thinking")
+    args = {k: lf_args[k] for k in keys if lf_args.get(k) is not None}
+    args["finetuning_type"] = "lora"
+    if adapter is not None:
+        args["adapter_name_or_path"] = str(adapter)
+    if device == "cpu":
+        args["infer_dtype"] = "float32"
+    model_args, data_args, finetuning_args, _ = get_infer_args(args)
+    tokenizer = load_tokenizer(model_args)["tokenizer"]
+    template = build_template(tokenizer, lf_args.get("template", "default"), int(lf_args.get("cutoff_len", 2048)))
+    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
+    return model, tokenizer, template
+
+
+# ---------------------------------------------------------------- training callback
+
+
+def _trainer_callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class AucCallback(_trainer_callback_base()):
+    """Adds `eval_auc` at every evaluation (before the best checkpoint is chosen).
+
+    The value goes into the evaluation metrics (so `metric_for_best_model: eval_auc` works),
+    the trainer state's log history, TensorBoard (`eval/auc`) and trainer_log.jsonl.
+    Every rank scores the same subsample, so all ranks agree on the best checkpoint.
+    """
+
+    def __init__(self, lf_args: dict[str, Any], mr_args: dict[str, Any]):
+        from movierec.metrics import auc
+
+        self._auc = auc
+        records = subsample(read_jsonl(eval_file(lf_args)), mr_args.get("eval_auc_samples"),
+                            seed=int(lf_args.get("seed", 42)))
+        self.records = records
+        self.labels = np.array([int(r["label"]) for r in records])
+        self.cutoff_len = int(lf_args.get("cutoff_len", 2048))
+        self.template_name = lf_args.get("template", "default")
+        self.batch_size = int(mr_args.get("eval_auc_batch_size", 16))
+        self.logging_dir = lf_args.get("logging_dir")
+        self._prompts: list[list[int]] | None = None
+        self._scorer: YesNoScorer | None = None
+        self._writer = None
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kwargs):
+        if metrics is None or model is None:
+            return
+        if self._scorer is None:
+            template = build_template(processing_class, self.template_name, self.cutoff_len)
+            self._scorer = YesNoScorer(model, processing_class, template, self.cutoff_len, self.batch_size)
+            self._prompts = [self._scorer.encode(r) for r in self.records]
+        self._scorer.model = model
+        start = time.perf_counter()
+        value = self._auc(self.labels, self._scorer.score_ids(self._prompts))
+        seconds = time.perf_counter() - start
+        value = float("nan") if value is None else float(value)
+        metrics["eval_auc"] = value
+        entry = {"eval_auc": value, "eval_auc_examples": len(self.records), "eval_auc_seconds": round(seconds, 3),
+                 "epoch": state.epoch, "step": state.global_step}
+        state.log_history.append(entry)
+        if state.is_world_process_zero:
+            self._log(args, state, entry)
+
+    def _log(self, args, state, entry: dict[str, Any]) -> None:
+        line = {"current_steps": state.global_step, "total_steps": state.max_steps,
+                **{k: v for k, v in entry.items() if k != "step"}}
+        with open(Path(args.output_dir) / "trainer_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+        if "tensorboard" in (args.report_to or []) and self.logging_dir:
+            from torch.utils.tensorboard import SummaryWriter
+
+            if self._writer is None:
+                self._writer = SummaryWriter(self.logging_dir, filename_suffix=".eval_auc")
+            self._writer.add_scalar("eval/auc", entry["eval_auc"], state.global_step)
+            self._writer.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._writer is not None:
+            self._writer.close()
