@@ -1,0 +1,56 @@
+"""Shared fixtures: everything offline, on CPU, built by the project itself."""
+
+import os
+
+# Before anything imports torch / transformers / datasets.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from movierec.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-qwen3")
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory) -> Path:
+    """A small synthetic MovieLens set prepared exactly as the demo prepares it."""
+    from movierec.cli import main
+
+    root = tmp_path_factory.mktemp("data")
+    raw, out = root / "raw", root / "prepared"
+    assert main(["synth", "--out", str(raw), "--users", "200", "--movies", "300", "--ratings", "12000",
+                 "--seed", "1"]) == 0
+    assert main(["prepare", "--config", str(ROOT / "configs/data/demo.yaml"), "--input", str(raw),
+                 "--out", str(out), "--override", "n_train=160", "--override", "n_eval=80"]) == 0
+    return out
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """A scratch working directory holding a copy of configs/ (configs use relative paths)."""
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `scripts/train_llamafactory.py`-style commands in a real subprocess."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
