@@ -1,0 +1,121 @@
+"""Config validation: every bad input ends with one line per problem and exit code 2."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from movierec.cli import main
+
+REFERENCE = "configs/qwen3_movielens_qlora.yaml"
+
+
+def train(*args):
+    return main(["train", "--config", REFERENCE, "--dry-run", "--device", "cuda", *args])
+
+
+def errors(capsys) -> list[str]:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert all(line.startswith("error: ") for line in err), err
+    assert "Traceback" not in "\n".join(err)
+    return err
+
+
+@pytest.fixture(autouse=True)
+def _in_repo(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+def test_unknown_key_suggests_the_right_one(capsys):
+    assert train("--override", "lora_rnak=8") == 2
+    assert errors(capsys) == ["error: lora_rnak: unknown key (did you mean 'lora_rank'?)"]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("learning_rate=fast", "learning_rate: invalid value 'fast': expected float"),
+    ("num_train_epochs=three", "num_train_epochs: invalid value 'three': expected float"),
+    ("per_device_train_batch_size=1.5", "per_device_train_batch_size: invalid value 1.5: expected int"),
+    ("bf16=maybe", "bf16: invalid value 'maybe': expected bool"),
+    ("lr_scheduler_type=wobbly", "lr_scheduler_type: invalid value 'wobbly': expected one of"),
+    ("lora_rank=null", "lora_rank: invalid value None: null is not allowed, expected int"),
+])
+def test_wrong_types_name_key_value_and_type(capsys, override, expected):
+    assert train("--override", override) == 2
+    (line,) = errors(capsys)
+    assert line.startswith("error: " + expected)
+
+
+def test_all_problems_reported_at_once(capsys):
+    assert train("--override", "lora_rnak=8", "--override", "learning_rate=fast",
+                 "--override", "num_train_epochs=three") == 2
+    err = errors(capsys)
+    assert len(err) == 3
+    assert {e.split(":")[1].strip() for e in err} == {"lora_rnak", "learning_rate", "num_train_epochs"}
+
+
+def test_missing_config_file(capsys):
+    assert main(["train", "--config", "configs/nope.yaml", "--dry-run"]) == 2
+    assert errors(capsys) == ["error: config file not found: configs/nope.yaml"]
+
+
+def test_yaml_syntax_error(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1e-4\nlora_rank: [16\n")
+    assert main(["train", "--config", str(bad), "--dry-run"]) == 2
+    (line,) = errors(capsys)
+    assert "invalid YAML (line" in line
+
+
+def test_dataset_missing_from_dataset_info(capsys):
+    assert train("--override", "dataset=movielens_qwen3_trian") == 2
+    (line,) = errors(capsys)
+    assert "dataset: 'movielens_qwen3_trian' is not in data/dataset_info.json" in line
+    assert "did you mean 'movielens_qwen3_train'" in line
+
+
+def test_override_values_are_typed_as_yaml():
+    from movierec.config import parse_overrides
+
+    assert parse_overrides(["a=1", "b=1.5e-4", "c=true", "d=null", "e=[x, y]", "f=text"]) == {
+        "a": 1, "b": 1.5e-4, "c": True, "d": None, "e": ["x", "y"], "f": "text"}
+
+
+def test_every_shipped_config_validates():
+    from movierec.config import load_yaml, validate
+
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = load_yaml(path)
+        cfg.pop("dataset_dir", None)  # data folders may not be prepared in a fresh checkout
+        cfg.pop("dataset", None), cfg.pop("eval_dataset", None)
+        validate(cfg)
+        assert path.read_text().startswith("#"), f"{path.name} must open with the command that runs it"
+
+
+def test_dry_run_of_the_reference_command(capsys):
+    rc = main(["train", "--config", REFERENCE, "--run-name", "gpu-run", "--device", "cuda",
+               "--override", "per_device_train_batch_size=1", "--override", "gradient_accumulation_steps=1",
+               "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    lf = yaml.safe_load(out.split("# LLaMA-Factory arguments")[1].split("\n", 1)[1].split("\n# run")[0])
+    expected = dict(
+        model_name_or_path="Qwen/Qwen3-0.6B", template="qwen", cutoff_len=2048, stage="sft", finetuning_type="lora",
+        quantization_bit=4, quantization_method="bnb", quantization_type="nf4", double_quantization=True,
+        lora_rank=16, lora_alpha=64, lora_dropout=0.05, lora_target="all", use_rslora=False,
+        dataset="movielens_qwen3_train", eval_dataset="movielens_qwen3_eval", dataset_dir="data", max_samples=None,
+        per_device_train_batch_size=1, per_device_eval_batch_size=1, gradient_accumulation_steps=1,
+        learning_rate=1.5e-4, lr_scheduler_type="cosine", warmup_ratio=0.03, optim="adamw_torch",
+        adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=0.0, max_grad_norm=1.0,
+        num_train_epochs=3.0, logging_steps=10, eval_steps=200, save_steps=200, save_total_limit=2,
+        metric_for_best_model="eval_loss", greater_is_better=False, bf16=True, gradient_checkpointing=True,
+        flash_attn="auto", report_to="tensorboard", ddp_timeout=180000000, output_dir="output/qwen3-movielens-qlora",
+        eval_strategy="steps", run_name="gpu-run", logging_dir="output/qwen3-movielens-qlora/runs/gpu-run",
+    )
+    for key, value in expected.items():
+        assert lf[key] == value, key
+    assert isinstance(lf["seed"], int)
+    assert "device: cuda" in out
+    assert "trainable 10,092,544 || all 606,142,464 || trainable% 1.6650" in out
+    assert re.search(r"total optimizer steps 234,813, warmup steps 7,045", out)

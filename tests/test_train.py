@@ -1,0 +1,104 @@
+"""The training path for real: LLaMA-Factory 4-bit QLoRA runs of the tiny Qwen3 on CPU."""
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, run_cli
+
+SCRIPT = str(ROOT / "scripts" / "train_llamafactory.py")
+
+
+def train(cwd: Path, model: Path, data: Path, out: Path, *extra: str):
+    return run_cli(
+        SCRIPT, "--config", "configs/demo_tiny.yaml", "--run-name", "t", "--device", "cpu",
+        "--override", f"model_name_or_path={model}", "--override", f"dataset_dir={data}",
+        "--override", f"output_dir={out}", "--override", "logging_steps=1",
+        "--override", "save_steps=3", "--override", "eval_steps=3", "--override", "per_device_train_batch_size=4",
+        *extra, cwd=cwd,
+    )
+
+
+def log_lines(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_model, prepared_data, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("run")
+    out = cwd / "out"
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=6")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_run_writes_checkpoints_logs_tensorboard_and_provenance(first_run):
+    out, proc = first_run
+    assert "device: cpu" in proc.stdout
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    for name in ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"):
+        assert (out / "checkpoint-6" / name).is_file(), name
+    lines = log_lines(out)
+    train_steps = [line["current_steps"] for line in lines if "loss" in line]
+    assert train_steps == [1, 2, 3, 4, 5, 6]
+    assert all(line["total_steps"] == 6 for line in lines)
+    assert [line["current_steps"] for line in lines if "eval_loss" in line] == [3, 6]
+    aucs = [line for line in lines if "eval_auc" in line]
+    assert [a["current_steps"] for a in aucs][:2] == [3, 6] and all(0 <= a["eval_auc"] <= 1 for a in aucs)
+
+    acc = EventAccumulator(str(out / "runs" / "t"))
+    acc.Reload()
+    losses = acc.Scalars("train/loss")
+    assert [e.step for e in losses] == [1, 2, 3, 4, 5, 6]
+    assert losses[0].value == pytest.approx(lines[0]["loss"], rel=1e-3)
+    assert [e.step for e in acc.Scalars("eval/auc")][:2] == [3, 6]
+
+    import yaml
+
+    resolved = yaml.safe_load((out / "resolved_config.yaml").read_text())
+    assert resolved["config"]["max_steps"] == 6 and resolved["device"] == "cpu"
+    assert resolved["versions"]["llamafactory"] == "0.9.5"
+    assert "max_steps=6" in resolved["overrides"] and resolved["command"][0] == "train_llamafactory.py"
+    lf = yaml.safe_load((out / "llamafactory_train.yaml").read_text())
+    assert lf["bf16"] is False and lf["quantization_bit"] == 4 and lf["logging_dir"].endswith("runs/t")
+    assert "eval_auc" not in lf  # movierec's own keys never reach LLaMA-Factory
+
+
+def test_resume_continues_from_checkpoint_step(first_run, tiny_model, prepared_data, tmp_path):
+    src, _ = first_run
+    out = tmp_path / "out"
+    import shutil
+
+    shutil.copytree(src, out)
+    before = len(log_lines(out))
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=9", "--resume", "checkpoint-6")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from" in proc.stdout
+    new = log_lines(out)[before:]
+    steps = [line["current_steps"] for line in new if "loss" in line]
+    assert steps == [7, 8, 9]  # continued, not restarted from step 1
+    state = json.loads((out / "checkpoint-9" / "trainer_state.json").read_text())
+    assert state["global_step"] == 9
+
+
+def test_fresh_run_into_used_output_dir_is_refused(first_run, tiny_model, prepared_data):
+    out, _ = first_run
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=6")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--resume" in proc.stderr and "--overwrite" in proc.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+
+
+def test_overwrite_removes_stale_checkpoints(tiny_model, prepared_data, tmp_path):
+    out = tmp_path / "out"
+    stale = out / "checkpoint-999"
+    stale.mkdir(parents=True)
+    (stale / "trainer_state.json").write_text("{}")
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=2", "--override", "eval_strategy=no",
+                 "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not stale.exists()
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
