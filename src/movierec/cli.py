@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from movierec.errors import UserError
@@ -115,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # bitsandbytes warns at import that an optional CPU kernel package is absent: noise for users
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     module, func = COMMANDS[args.command].split(":")
     try:
         result = getattr(importlib.import_module(module), func)(args)

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from movierec.runinfo import dataset_examples
+from movierec.runinfo import data_manifest, dataset_examples
 
 
 def model_config_path(model: str) -> Path | None:
@@ -58,7 +58,9 @@ def print_dry_run(meta: dict[str, Any], lf_args: dict[str, Any], world_size: int
         print("steps: unknown until the data is prepared (`movierec prepare`)")
         return
     steps = estimate_steps(lf_args, n_train, world_size)
-    print(f"examples: train {n_train:,}" + (f", eval {n_eval:,}" if n_eval else "") + f"; world size {world_size}")
+    pending = "" if data_manifest(lf_args) else " (data not prepared yet: counts its data config will produce)"
+    print(f"examples: train {n_train:,}" + (f", eval {n_eval:,}" if n_eval else "") + f"; world size {world_size}"
+          + pending)
     print(f"steps: total optimizer steps {steps['total_optimizer_steps']:,}, warmup steps {steps['warmup_steps']:,}, "
           f"steps per epoch {steps['steps_per_epoch']:,}")
     if rate:

@@ -94,7 +94,7 @@ def dataset_examples(lf: dict[str, Any], key: str = "dataset") -> int | None:
         return None
     dataset_dir = Path(lf.get("dataset_dir") or "data")
     manifest = data_manifest(lf)
-    counts = json.loads(manifest.read_text()).get("counts", {}) if manifest else {}
+    counts = json.loads(manifest.read_text()).get("counts", {}) if manifest else expected_counts(dataset_dir)
     info_path = dataset_dir / "dataset_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     total = 0
@@ -109,6 +109,18 @@ def dataset_examples(lf: dict[str, Any], key: str = "dataset") -> int | None:
         else:
             return None
     return total
+
+
+def expected_counts(dataset_dir: Path) -> dict[str, int]:
+    """Counts a shipped data config will produce in `dataset_dir`, for estimates before `prepare` runs."""
+    import yaml
+
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        for path in sorted((root / "configs" / "data").glob("*.yaml")):
+            cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if Path(str(cfg.get("out_dir", ""))) == dataset_dir:
+                return {"train": cfg.get("n_train"), "eval": cfg.get("n_eval"), "source": str(path)}
+    return {}
 
 
 def hardware(device: str, world_size: int) -> dict[str, Any]:

@@ -1,0 +1,88 @@
+"""`movierec recommend`: rank movies for one user by P(Yes), from the user's latest history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from movierec.errors import UserError
+
+DEFAULT_POOL = 200  # most-rated movies the user has not rated, scored when no --candidates are given
+
+
+def load_catalog(data_dir: Path):
+    """(manifest, ratings, movies) as written by `movierec prepare`."""
+    import pandas as pd
+
+    paths = {name: data_dir / name for name in ("manifest.json", "ratings.parquet", "movies.parquet")}
+    missing = [str(p) for p in paths.values() if not p.is_file()]
+    if missing:
+        raise UserError(f"prepared data incomplete: {', '.join(missing)} missing (run `movierec prepare`)")
+    manifest = json.loads(paths["manifest.json"].read_text())
+    return manifest, pd.read_parquet(paths["ratings.parquet"]), pd.read_parquet(paths["movies.parquet"])
+
+
+def candidate_movies(ratings, user_id: int, candidates: str | None, pool: int = DEFAULT_POOL) -> list[int]:
+    seen = set(ratings.loc[ratings["userId"] == user_id, "movieId"].tolist())
+    if candidates:
+        try:
+            ids = [int(x) for x in candidates.split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--candidates: expected comma-separated movie ids, got {candidates!r}") from None
+        return ids
+    popular = ratings["movieId"].value_counts(sort=True)
+    return [int(m) for m in popular.index if m not in seen][:pool]
+
+
+def build_records(manifest: dict[str, Any], ratings, movies, user_id: int, movie_ids: list[int]) -> list[dict]:
+    """One alpaca record per candidate, rendered like the training prompts."""
+    from movierec.data.prompts import render_input
+
+    cfg = manifest["config"]
+    history = ratings[ratings["userId"] == user_id].sort_values(["timestamp", "movieId"]).tail(int(cfg["history_len"]))
+    by_id = movies.set_index("movieId")
+    unknown = [m for m in movie_ids if m not in by_id.index]
+    if unknown:
+        raise UserError(f"--candidates: unknown movie id(s) {', '.join(map(str, unknown[:5]))}")
+    titles = by_id.loc[history["movieId"], "title"].tolist()
+    stars = history["rating"].astype(float).tolist()
+    return [{"movie_id": m, "instruction": cfg["instruction"],
+             "input": render_input(titles, stars, by_id.at[m, "title"], by_id.at[m, "genres"],
+                                   float(cfg["like_threshold"]))}
+            for m in movie_ids]
+
+
+def main(args) -> int:
+    from movierec.evaluate import load_run, select_checkpoints
+    from movierec.scoring import YesNoScorer, load_model_for_scoring
+    from movierec.train import resolve_device
+
+    if args.top_k < 1:
+        raise UserError("--top-k must be >= 1")
+    run, lf_args, _ = load_run(args.run)
+    which = args.checkpoint
+    try:
+        (ckpt,) = select_checkpoints(run, which)
+    except UserError:
+        if which != "best":
+            raise
+        (ckpt,) = select_checkpoints(run, "latest")  # runs without a tracked best
+    data_dir = Path(lf_args.get("dataset_dir") or "data")
+    manifest, ratings, movies = load_catalog(data_dir)
+    if not (ratings["userId"] == args.user).any():
+        raise UserError(f"--user {args.user}: no ratings for this user in {data_dir / 'ratings.parquet'}")
+    movie_ids = candidate_movies(ratings, args.user, args.candidates)
+    records = build_records(manifest, ratings, movies, args.user, movie_ids)
+    device = resolve_device(args.device)
+    model, tokenizer, template = load_model_for_scoring(lf_args, ckpt, device)
+    scorer = YesNoScorer(model, tokenizer, template, int(lf_args.get("cutoff_len", 2048)))
+    probs = scorer.score(records)
+    order = np.argsort(-probs, kind="stable")[: args.top_k]
+    titles = movies.set_index("movieId")["title"]
+    print(f"top {len(order)} of {len(records)} candidates for user {args.user} ({ckpt.name}):")
+    for rank, i in enumerate(order, 1):
+        print(f"{rank:>3}. P(Yes)={probs[i]:.3f}  {movie_ids[i]:>7}  {titles.at[movie_ids[i]]}")
+    return 0
