@@ -35,11 +35,36 @@ class StepTimerCallback(TrainerCallback):
             f.write(json.dumps(line) + "\n")
 
 
+def keep_fp32_on_cpu(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for its bf16 CPU inference kernel.
+
+    On CPUs with AVX512-BF16, bitsandbytes' Linear4bit repacks its weight on the first forward
+    in eval mode without grad (any evaluation) and never unpacks it when training resumes:
+    later training steps then run ~30x slower on the repacked weight and give different results,
+    and evaluation computes in bf16. movierec computes in fp32 on CPU, so it turns that off.
+    Returns the number of layers changed (0 off CPU-capable builds).
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
+class CpuFp32Callback(TrainerCallback):
+    """Applies keep_fp32_on_cpu before the first step (see there)."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            keep_fp32_on_cpu(model)
+
+
 def build_callbacks(lf_args: dict[str, Any], mr_args: dict[str, Any]) -> list[TrainerCallback]:
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     per_step = (int(lf_args.get("per_device_train_batch_size", 8)) * world
                 * int(lf_args.get("gradient_accumulation_steps", 1)))
-    callbacks: list[TrainerCallback] = [StepTimerCallback(lf_args["output_dir"], per_step)]
+    callbacks: list[TrainerCallback] = [CpuFp32Callback(), StepTimerCallback(lf_args["output_dir"], per_step)]
     if mr_args.get("eval_auc", True) and lf_args.get("eval_dataset") and lf_args.get("eval_strategy", "no") != "no":
         from movierec.scoring import AucCallback
 

@@ -118,6 +118,8 @@ def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device
     from llamafactory.hparams import get_infer_args
     from llamafactory.model import load_model, load_tokenizer
 
+    from movierec.callbacks import keep_fp32_on_cpu
+
     keys = ("model_name_or_path", "template", "cutoff_len", "quantization_bit", "quantization_method",
             "quantization_type", "double_quantization", "flash_attn", "trust_remote_code", "cache_dir",
             "model_revision", "enable_thinking")
@@ -131,6 +133,7 @@ def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device
     tokenizer = load_tokenizer(model_args)["tokenizer"]
     template = build_template(tokenizer, lf_args.get("template", "default"), int(lf_args.get("cutoff_len", 2048)))
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
+    keep_fp32_on_cpu(model)  # score with the same fp32 kernels training used
     return model, tokenizer, template
 
 
