@@ -19,7 +19,7 @@ def test_two_process_run_and_resume(tiny_model, prepared_data, tmp_path):
     proc = run_cli(SCRIPT, *common, "--override", "max_steps=4", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--nproc_per_node 2" in proc.stdout
-    assert "world size: 2" in proc.stderr
+    assert "world size: 2" in proc.stdout + proc.stderr
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     ckpt = out / "checkpoint-4"
     assert (ckpt / "rng_state_0.pth").is_file() and (ckpt / "rng_state_1.pth").is_file()  # one per rank

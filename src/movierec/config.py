@@ -12,6 +12,7 @@ import argparse
 import difflib
 import enum
 import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,35 @@ class MovierecArguments:
 MOVIEREC_KEYS = {f.name for f in fields(MovierecArguments)}
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as LLaMA-Factory (OmegaConf) reads it: only true/false are booleans (so `no`, `on`
+    stay strings, e.g. `eval_strategy: no`), and `1e-4` is a float, not a string."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?[\d_]*[eE][-+]?\d+|\d[\d_]*\.[\d_]*|\.\d[\d_]*|\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -64,7 +87,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             problems.append(f"--override {item!r}: expected KEY=VALUE")
             continue
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
+            out[key] = yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             out[key] = raw  # not valid YAML: keep the text, type checks decide
     if problems:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -10,24 +9,16 @@ import yaml
 from movierec.runinfo import data_manifest, dataset_examples
 
 
-def model_config_path(model: str) -> Path | None:
-    """config.json of a local model folder, or the shipped architecture under configs/models/."""
-    local = Path(model) / "config.json"
-    if local.is_file():
-        return local
-    name = model.rstrip("/").split("/")[-1].lower()
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        shipped = root / "configs" / "models" / f"{name}.json"
-        if shipped.is_file():
-            return shipped
-    return None
-
-
 def parameter_counts(lf: dict[str, Any]) -> dict[str, Any] | None:
-    from movierec.params import count_parameters
+    """Trainable / total parameters of the LoRA model, from the architecture alone (no weights)."""
+    from movierec.errors import UserError
+    from movierec.params import count_parameters, model_config_path
 
-    path = model_config_path(str(lf.get("model_name_or_path", "")))
-    if path is None or lf.get("finetuning_type", "lora") != "lora":
+    if lf.get("finetuning_type", "lora") != "lora":
+        return None
+    try:
+        path = model_config_path(str(lf.get("model_name_or_path", "")))
+    except UserError:
         return None
     return count_parameters(path, lora_rank=int(lf.get("lora_rank", 8)), lora_target=lf.get("lora_target", "all"),
                             lora_alpha=lf.get("lora_alpha"), additional_target=lf.get("additional_target"))
@@ -38,26 +29,26 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}h{rem // 60:02d}m"
 
 
-def print_dry_run(meta: dict[str, Any], lf_args: dict[str, Any], world_size: int, rate: float | None) -> None:
-    from movierec.train import estimate_steps, time_estimate
+def print_dry_run(meta: dict[str, Any], lf_args: dict[str, Any], world_size: int, rate: float | None,
+                  n_train: int | None) -> None:
+    from movierec.train import time_estimate
 
     print("# resolved configuration (config file + overrides)")
     print(yaml.safe_dump(meta["config"], sort_keys=False, allow_unicode=True), end="")
     print("\n# LLaMA-Factory arguments (saved as llamafactory_train.yaml; runnable with `llamafactory-cli train`)")
     print(yaml.safe_dump(lf_args, sort_keys=False, allow_unicode=True), end="")
     print("\n# run")
-    counts = parameter_counts(lf_args)
+    counts = meta["parameters"]
     if counts:
         print(f"parameters: trainable {counts['trainable']:,} || all {counts['total']:,} || "
               f"trainable% {counts['percent']:.4f}")
     else:
         print("parameters: unknown (no config.json for this model under configs/models/)")
-    n_train = dataset_examples(lf_args, "dataset")
     n_eval = dataset_examples(lf_args, "eval_dataset")
     if n_train is None:
         print("steps: unknown until the data is prepared (`movierec prepare`)")
         return
-    steps = estimate_steps(lf_args, n_train, world_size)
+    steps = meta["steps"]
     pending = "" if data_manifest(lf_args) else " (data not prepared yet: counts its data config will produce)"
     print(f"examples: train {n_train:,}" + (f", eval {n_eval:,}" if n_eval else "") + f"; world size {world_size}"
           + pending)

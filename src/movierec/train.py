@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from movierec.errors import UserError
-from movierec.runinfo import complete_checkpoints, list_checkpoints, missing_files, run_metadata
+from movierec.dryrun import parameter_counts
+from movierec.runinfo import complete_checkpoints, dataset_examples, list_checkpoints, missing_files, run_metadata
 
 DEEPSPEED_PRESETS = {"z2": "configs/deepspeed/ds_z2_config.json", "z3": "configs/deepspeed/ds_z3_config.json"}
 LF_YAML = "llamafactory_train.yaml"
@@ -202,12 +203,15 @@ def main(args) -> int:
     world = args.nproc_per_node * args.nnodes
     lf_args = render_llamafactory_args(lf, run_name, resume, args.deepspeed)
     meta = run_metadata(args, cfg, lf_args, mr, device, world)
+    meta["parameters"] = parameter_counts(lf_args)
+    n_train = dataset_examples(lf_args, "dataset")
+    meta["steps"] = estimate_steps(lf_args, n_train, world) if n_train else None
     print(f"device: {device}" + (f" ({', '.join(notes)})" if notes else ""), flush=True)
 
     if args.dry_run:
         from movierec.dryrun import print_dry_run
 
-        print_dry_run(meta, lf_args, world, args.rate)
+        print_dry_run(meta, lf_args, world, args.rate, n_train)
         return 0
 
     prepare_output_dir(output_dir, resume, args.overwrite)
