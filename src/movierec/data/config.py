@@ -1,0 +1,133 @@
+"""The data config: a small dataclass read from YAML + `--override KEY=VALUE`, typos rejected.
+
+Every problem (unknown key with a "did you mean", wrong type, value out of range) is collected and
+raised at once as `key: problem` lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from movierec.config import load_yaml, parse_overrides
+from movierec.errors import UserError
+
+ML25M_URL = "https://files.grouplens.org/datasets/movielens/ml-25m.zip"
+ML25M_MD5 = "6b51fb2759a8657d3bfcbfc42b592ada"
+
+
+@dataclass(frozen=True)
+class SynthSpec:
+    """Sizes for a synthetic input generated when `input` is absent (see synth.py)."""
+
+    users: int
+    movies: int
+    ratings: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What `prepare` builds; the comments in configs/data/*.yaml explain each knob."""
+
+    input: str = "data/raw/ml-25m.zip"
+    url: str | None = ML25M_URL
+    md5: str | None = ML25M_MD5
+    synth: SynthSpec | None = None
+    out_dir: str = "data"
+    n_train: int = 78_271
+    n_eval: int = 4_450
+    history_len: int = 10
+    min_history: int = 5
+    like_threshold: float = 4.0
+    cutoff_quantile: float = 0.9
+    seed: int = 0
+    instruction: str = ("Given a user's movie ratings, predict whether the user will like the candidate "
+                        "movie. Answer Yes or No.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_data_config(path: str | Path, overrides: Sequence[str] = (), **cli: Any) -> DataConfig:
+    """Read a data YAML, apply `KEY=VALUE` overrides (dotted keys reach into `synth`: synth.users=500),
+    then the non-None `cli` values (input=..., out_dir=...), and validate."""
+    raw = load_yaml(path)
+    for key, value in parse_overrides(list(overrides)).items():
+        *parents, leaf = key.split(".")
+        node = raw
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[leaf] = value
+    raw.update({k: v for k, v in cli.items() if v is not None})
+    problems: list[str] = []
+    config = _build(DataConfig, raw, "", problems)
+    problems += _check_values(config) if config else []
+    if problems:
+        raise UserError("\n".join(problems))
+    return config
+
+
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    """An instance of dataclass `cls` from a mapping, appending type problems to `problems`."""
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix.rstrip('.')}: expected a mapping, got {raw!r}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            problems.append(f"{prefix}{key}: unknown key" + (f" (did you mean {close[0]}?)" if close else "")
+                            + f"; valid keys: {', '.join(fields)}")
+    values = {}
+    for name, field in fields.items():
+        if name not in raw:
+            if field.default is dataclasses.MISSING:
+                problems.append(f"{prefix}{name}: missing")
+            continue
+        value, hint = raw[name], hints[name]
+        optional = type(None) in typing.get_args(hint)
+        base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+        if value is None and optional:
+            values[name] = None
+        elif dataclasses.is_dataclass(base):
+            values[name] = _build(base, value, f"{prefix}{name}.", problems)
+        elif base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[name] = float(value)
+        elif isinstance(value, base) and not (base is int and isinstance(value, bool)):
+            values[name] = value
+        else:
+            expected = base.__name__ + (" or null" if optional else "")
+            problems.append(f"{prefix}{name}: expected {expected}, got {value!r}")
+    try:
+        return cls(**values)
+    except TypeError:  # a missing field, already reported
+        return None
+
+
+def _check_values(c: DataConfig) -> list[str]:
+    checks = [
+        ("n_train", c.n_train, c.n_train >= 1, "must be at least 1"),
+        ("n_eval", c.n_eval, c.n_eval >= 1, "must be at least 1"),
+        ("history_len", c.history_len, c.history_len >= 1, "must be at least 1"),
+        ("min_history", c.min_history, c.min_history >= 0, "must be at least 0"),
+        ("like_threshold", c.like_threshold, 0.5 < c.like_threshold <= 5.0, "must lie in (0.5, 5.0]"),
+        ("cutoff_quantile", c.cutoff_quantile, 0 < c.cutoff_quantile < 1, "must lie strictly between 0 and 1"),
+        ("md5", c.md5, c.md5 is None or re.fullmatch(r"[0-9a-f]{32}", c.md5),
+         "must be 32 lowercase hex digits or null"),
+        ("instruction", c.instruction, c.instruction.strip(), "must not be empty"),
+        ("input", c.input, c.input.strip(), "must not be empty"),
+    ]
+    if c.synth:
+        checks += [(f"synth.{k}", getattr(c.synth, k), getattr(c.synth, k) >= 1, "must be at least 1")
+                   for k in ("users", "movies", "ratings")]
+    return [f"{key}: {problem}, got {value!r}" for key, value, ok, problem in checks if not ok]

@@ -1,0 +1,185 @@
+"""`movierec prepare`: MovieLens -> Yes/No examples for LLaMA-Factory, plus what later stages read.
+
+Outputs in out_dir: movielens_qwen3_{train,eval}.jsonl (alpaca fields + metadata), dataset_info.json,
+ratings.parquet and movies.parquet (all valid ratings and movies), and manifest.json, written last.
+Same inputs and config give the same bytes; a re-run with an unchanged fingerprint (input md5s +
+config) skips unless --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from movierec.data import movielens, synth
+from movierec.data.config import DataConfig, load_data_config
+from movierec.data.download import download
+from movierec.data.movielens import GENRES, MOVIE, RATING, TIMESTAMP, TITLE, USER, MovieLens
+from movierec.data.prompts import NO, YES, render_inputs
+from movierec.data.split import Examples, split
+from movierec.errors import UserError
+from movierec.io import atomic_write_bytes, atomic_write_json
+
+TRAIN_NAME, EVAL_NAME = "movielens_qwen3_train", "movielens_qwen3_eval"
+DATASET_INFO, MANIFEST = "dataset_info.json", "manifest.json"
+RATINGS_PARQUET, MOVIES_PARQUET = "ratings.parquet", "movies.parquet"
+FORMAT_VERSION = 1  # bump when the output format changes, so old outputs count as stale
+
+
+def dataset_info() -> dict[str, Any]:
+    """LLaMA-Factory's registry of both splits (alpaca format)."""
+    columns = {"prompt": "instruction", "query": "input", "response": "output"}
+    return {name: {"file_name": f"{name}.jsonl", "columns": columns} for name in (TRAIN_NAME, EVAL_NAME)}
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_data_config(args.config, args.override, input=args.input, out_dir=args.out)
+    source = obtain_input(cfg)
+    inputs = movielens.input_md5s(source)
+    fingerprint = hashlib.sha256(json.dumps(
+        {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "inputs": inputs}, sort_keys=True,
+    ).encode()).hexdigest()
+    out = Path(cfg.out_dir)
+    if not args.force and _up_to_date(out, fingerprint):
+        print(f"{out} is up to date (same inputs and config); pass --force to rebuild")
+        return 0
+    start = time.perf_counter()
+    data = movielens.load(source)
+    _log(f"read {data.ratings.num_rows:,} valid ratings of {data.movies.num_rows:,} movies", start)
+    files, summary = build(data, cfg)
+    _log("built examples", start)
+    manifest = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "inputs": inputs,
+                "config": cfg.to_dict(), **summary,
+                "files": {name: hashlib.md5(payload).hexdigest() for name, payload in sorted(files.items())}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # an interrupted rewrite must not look up to date
+    for name, payload in files.items():
+        atomic_write_bytes(out / name, payload)
+    atomic_write_json(out / DATASET_INFO, dataset_info())
+    atomic_write_json(out / MANIFEST, manifest)
+    train, eval_ = summary["splits"]["train"], summary["splits"]["eval"]
+    _log(f"wrote {out}: {cfg.n_train:,} train (positive rate {train['positive_rate']:.3f}), "
+         f"{cfg.n_eval:,} eval (positive rate {eval_['positive_rate']:.3f}, warm share "
+         f"{eval_['warm_share']:.3f}), cutoff {summary['cutoff_utc']}", start)
+    return 0
+
+
+def obtain_input(cfg: DataConfig) -> Path:
+    """The input path; when absent, generate it (config `synth`) or download it (config `url`)."""
+    source = Path(cfg.input)
+    if source.exists():
+        return source
+    if cfg.synth:
+        s = cfg.synth
+        print(f"{source} not found; generating synthetic data there", file=sys.stderr)
+        synth.write(source, *synth.sizes(None, s.users, s.movies, s.ratings), s.seed)
+    elif cfg.url:
+        print(f"{source} not found; downloading {cfg.url}", file=sys.stderr)
+        download(cfg.url, source, cfg.md5)
+    else:
+        raise UserError(f"input {source}: not found (expected ml-25m.zip or a folder with ratings.csv and "
+                        "movies.csv); pass --input PATH")
+    return source
+
+
+def build(data: MovieLens, cfg: DataConfig) -> tuple[dict[str, bytes | pa.Buffer], dict[str, Any]]:
+    """Output file payloads by name, and the manifest's summary of them."""
+    r = data.ratings
+    user, ts = r[USER].to_numpy(), r[TIMESTAMP].to_numpy()
+    parts = split(user, ts, cfg)
+    warm = np.isin(user[parts.eval.target], user[parts.train.target])
+    train_lines, train_label, train_chars = _records(data, parts.train, np.ones(cfg.n_train, dtype=bool), cfg)
+    eval_lines, eval_label, eval_chars = _records(data, parts.eval, warm, cfg)
+    eval_users = user[parts.eval.target]
+    files = {
+        f"{TRAIN_NAME}.jsonl": train_lines, f"{EVAL_NAME}.jsonl": eval_lines,
+        RATINGS_PARQUET: _parquet(r), MOVIES_PARQUET: _parquet(data.movies),
+    }
+    summary = {
+        "cutoff_timestamp": parts.cutoff,
+        "cutoff_utc": datetime.fromtimestamp(parts.cutoff, tz=UTC).isoformat(),
+        "counts": {"ratings": r.num_rows, "users": _n_unique(user), "movies": data.movies.num_rows,
+                   "rated_movies": _n_unique(r[MOVIE].to_numpy()),
+                   "eligible_train": parts.eligible_train, "eligible_eval": parts.eligible_eval,
+                   "train": cfg.n_train, "eval": cfg.n_eval},
+        "splits": {
+            "train": {"positive_rate": _round(train_label.mean()), "users": _n_unique(user[parts.train.target])},
+            "eval": {"positive_rate": _round(eval_label.mean()), "users": _n_unique(eval_users),
+                     "warm_share": _round(warm.mean()), "cold_share": _round(1 - warm.mean()),
+                     "warm_users": _n_unique(eval_users[warm])},
+        },
+        # both splits together: what training and evaluation cost
+        "history_lengths": _describe(np.concatenate([parts.train.history_len, parts.eval.history_len])),
+        "prompt_chars": _describe(np.concatenate([train_chars, eval_chars])),
+        "oddities": data.oddities,
+    }
+    return files, summary
+
+
+def _records(data: MovieLens, ex: Examples, warm: np.ndarray,
+             cfg: DataConfig) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """JSONL bytes of one split, its labels, and its prompt lengths in characters."""
+    r, movies = data.ratings, data.movies
+    movie_ids = movies[MOVIE].to_numpy()
+    titles = movies[TITLE].to_numpy(zero_copy_only=False)
+    genres = movies[GENRES].to_numpy(zero_copy_only=False)
+    movie, rating = r[MOVIE].to_numpy(), r[RATING].to_numpy()
+    tgt = ex.target
+    target_pos = np.searchsorted(movie_ids, movie[tgt])  # every rated movie is in movies (see load)
+    history_pos = np.searchsorted(movie_ids, movie[ex.history])
+    inputs = render_inputs(ex.owner, titles[history_pos], rating[ex.history], titles[target_pos],
+                           genres[target_pos], cfg.like_threshold).tolist()
+    label = rating[tgt] >= cfg.like_threshold
+    columns = zip(inputs, label.tolist(), r[USER].to_numpy()[tgt].tolist(), movie[tgt].tolist(),
+                  r[TIMESTAMP].to_numpy()[tgt].tolist(), rating[tgt].tolist(), ex.history_len.tolist(),
+                  warm.tolist())
+    lines = [json.dumps({"instruction": cfg.instruction, "input": text, "output": YES if y else NO,
+                         "user_id": u, "movie_id": m, "timestamp": t, "rating": s, "label": int(y),
+                         "history_len": h, "warm": w}, ensure_ascii=False)
+             for text, y, u, m, t, s, h, w in columns]
+    # LLaMA-Factory's alpaca converter sends instruction + "\n" + input as the user turn
+    prompt_chars = np.array([len(text) for text in inputs]) + len(cfg.instruction) + 1
+    return ("\n".join(lines) + "\n").encode("utf-8"), label, prompt_chars
+
+
+def _describe(x: np.ndarray) -> dict[str, float]:
+    return {"min": int(x.min()), "mean": _round(x.mean()), "std": _round(x.std()),
+            "p50": _round(np.percentile(x, 50)), "p95": _round(np.percentile(x, 95)), "max": int(x.max())}
+
+
+def _n_unique(x: np.ndarray) -> int:
+    return len(pd.unique(x))  # np.unique sorts, and is slow on tens of millions of rows
+
+
+def _round(x: float) -> float:
+    return round(float(x), 6)
+
+
+def _parquet(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def _up_to_date(out: Path, fingerprint: str) -> bool:
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    expected = [*manifest.get("files", {}), DATASET_INFO]
+    return manifest.get("fingerprint") == fingerprint and all((out / f).is_file() for f in expected)
+
+
+def _log(message: str, start: float) -> None:
+    print(f"[prepare {time.perf_counter() - start:5.1f}s] {message}", file=sys.stderr)

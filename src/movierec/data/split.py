@@ -1,0 +1,76 @@
+"""Temporal split without leakage: which ratings become train / eval targets, and their histories.
+
+Rows are ratings sorted by (userId, timestamp, movieId) (see movielens.load).
+- History: a target's history is the same user's ratings with a strictly smaller timestamp (never the
+  target, never a rating from the same second), the `history_len` latest of them; within one second
+  the larger movieId counts as later.
+- Eligibility: a target needs at least `min_history` such earlier ratings.
+- Cutoff: the `cutoff_quantile` of all rating timestamps (an actual timestamp, method "lower").
+  Train targets are strictly earlier than it, eval targets at or after it, so every eval target is
+  later than every train target. Histories of eval targets may hold ratings after the cutoff: they
+  are the user's past at the time of the target, which is what a deployed model would see.
+- Sampling: `n_train` and `n_eval` targets uniformly without replacement from the eligible ones,
+  with independent streams from `seed` (changing n_train leaves the eval set unchanged).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from movierec.data.config import DataConfig
+from movierec.errors import UserError
+
+
+@dataclass(frozen=True)
+class Examples:
+    target: np.ndarray  # row of each example's target rating, in sampled order
+    history: np.ndarray  # rows of all histories, example after example, oldest first
+    owner: np.ndarray  # example index of each history row
+    history_len: np.ndarray  # history rows per example
+
+
+@dataclass(frozen=True)
+class Split:
+    cutoff: int
+    train: Examples
+    eval: Examples
+    eligible_train: int
+    eligible_eval: int
+
+
+def split(user: np.ndarray, ts: np.ndarray, cfg: DataConfig) -> Split:
+    """Sample train and eval examples from sorted ratings (see the module docstring for the rules)."""
+    n = len(user)
+    idx = np.arange(n, dtype=np.int64)
+    new_user = np.ones(n, dtype=bool)
+    new_user[1:] = user[1:] != user[:-1]
+    new_second = new_user.copy()
+    new_second[1:] |= ts[1:] != ts[:-1]
+    user_start = np.maximum.accumulate(np.where(new_user, idx, 0))
+    second_start = np.maximum.accumulate(np.where(new_second, idx, 0))  # first row of the same second
+    del idx, new_user, new_second
+    earlier = second_start - user_start
+    cutoff = int(np.quantile(ts, cfg.cutoff_quantile, method="lower"))
+    eligible = earlier >= cfg.min_history
+    train_pool = np.flatnonzero(eligible & (ts < cutoff))
+    eval_pool = np.flatnonzero(eligible & (ts >= cutoff))
+    if len(train_pool) < cfg.n_train or len(eval_pool) < cfg.n_eval:
+        raise UserError(
+            f"too few eligible examples: {len(train_pool):,} train targets before the cutoff {cutoff} and "
+            f"{len(eval_pool):,} eval targets after it (with at least min_history={cfg.min_history} earlier "
+            f"ratings), but n_train={cfg.n_train:,} and n_eval={cfg.n_eval:,} requested; lower them or "
+            f"min_history, or move cutoff_quantile={cfg.cutoff_quantile}")
+    picks = [np.random.default_rng([cfg.seed, stream]).choice(pool, size, replace=False)
+             for stream, (pool, size) in enumerate([(train_pool, cfg.n_train), (eval_pool, cfg.n_eval)])]
+    train, eval_ = (_examples(t, second_start[t], earlier[t], cfg.history_len) for t in picks)
+    return Split(cutoff, train, eval_, len(train_pool), len(eval_pool))
+
+
+def _examples(target: np.ndarray, end: np.ndarray, earlier: np.ndarray, history_len: int) -> Examples:
+    """History rows [end - h, end) per target, h = min(history_len, earlier)."""
+    length = np.minimum(earlier, history_len)
+    owner = np.repeat(np.arange(len(target)), length)
+    offset = np.arange(len(owner)) - np.repeat(np.cumsum(length) - length, length)
+    return Examples(target, np.repeat(end - length, length) + offset, owner, length)
