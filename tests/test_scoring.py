@@ -79,10 +79,35 @@ def test_evaluate_writes_metrics_matching_sklearn(demo_run, capsys):
     assert {"warm", "cold"} <= set(metrics["metrics"])
     for key in ("auc", "uauc", "log_loss", "accuracy", "f1", "positive_rate", "ece"):
         assert key in metrics["metrics"]["overall"]
-    # the in-training callback scored the same checkpoint the same way
+    # the in-training callback scored the same checkpoint the same way (up to float rounding of the
+    # merged layers, which may swap a near-tie: one swapped pair moves AUC by 1/(positives*negatives))
     logged = [json.loads(line) for line in (demo_run / "trainer_log.jsonl").read_text().splitlines()]
     at_8 = [line["eval_auc"] for line in logged if "eval_auc" in line and line["current_steps"] == 8]
-    assert metrics["per_checkpoint"]["checkpoint-8"]["auc"] == pytest.approx(at_8[0], abs=1e-6)
+    assert metrics["per_checkpoint"]["checkpoint-8"]["auc"] == pytest.approx(at_8[0], abs=2e-3)
+
+
+def test_merged_scoring_equals_plain_4bit_forward(demo_run):
+    """The fast path (shared-prefix cache, padding, merged dequantized layers) changes no score:
+    compare with one plain forward per example through the 4-bit model with its LoRA adapter."""
+    import torch
+    import yaml
+
+    from movierec.scoring import eval_file, load_model_for_scoring
+
+    lf_args = yaml.safe_load((demo_run / "llamafactory_train.yaml").read_text())
+    records = read_jsonl(eval_file(lf_args))[:16]
+    fast_model, tokenizer, template = load_model_for_scoring(lf_args, demo_run / "checkpoint-8", "cpu")
+    plain_model, _, _ = load_model_for_scoring(lf_args, demo_run / "checkpoint-8", "cpu", merge=False)
+    assert not any("Linear4bit" in type(m).__name__ for m in fast_model.modules())
+    assert any("Linear4bit" in type(m).__name__ for m in plain_model.modules())
+    scorer = YesNoScorer(fast_model, tokenizer, template, batch_size=6)
+    fast = scorer.score(records)
+    plain = []
+    with torch.inference_mode():
+        for record in records:
+            logits = plain_model(input_ids=torch.tensor([scorer.encode(record)])).logits[0, -1]
+            plain.append(torch.softmax(logits[[scorer.yes_id, scorer.no_id]], -1)[0].item())
+    np.testing.assert_allclose(fast, plain, atol=1e-5)
 
 
 def test_evaluate_bad_inputs(tmp_path, capsys):

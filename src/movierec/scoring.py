@@ -8,6 +8,7 @@ left-padded with explicit position ids, and only the last position's logits are 
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -53,9 +54,12 @@ class YesNoScorer:
         return source_ids[:source_len]
 
     def score_ids(self, prompts: list[list[int]], progress: bool = False) -> np.ndarray:
+        """P(Yes) per prompt. The prompts' common prefix (system prompt, instruction, headings) is
+        run once and its KV cache reused by every batch; batches are length-sorted and left-padded."""
         import torch
         from tqdm.auto import tqdm
 
+        prefix_len = _common_prefix_len(prompts)
         order = np.argsort([len(p) for p in prompts], kind="stable")[::-1]  # longest first: OOM early
         out = np.empty(len(prompts), dtype=np.float64)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -65,17 +69,27 @@ class YesNoScorer:
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         try:
             with torch.inference_mode():
+                prefix_cache = None
+                if prefix_len:
+                    prefix = torch.tensor([prompts[0][:prefix_len]], device=device)
+                    prefix_cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
                 for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
-                    width = max(len(prompts[i]) for i in idx)
+                    suffixes = [prompts[i][prefix_len:] for i in idx]
+                    width = max(len(x) for x in suffixes)
                     ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                    mask = torch.zeros((len(idx), width), dtype=torch.long)
-                    for row, i in enumerate(idx):  # left padding: the last position is the answer's
-                        ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                        mask[row, width - len(prompts[i]):] = 1
-                    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # as without padding
+                    mask = torch.zeros((len(idx), prefix_len + width), dtype=torch.long)
+                    mask[:, :prefix_len] = 1
+                    for row, suffix in enumerate(suffixes):  # left padding: the last position is the answer's
+                        ids[row, width - len(suffix):] = torch.tensor(suffix)
+                        mask[row, prefix_len + width - len(suffix):] = 1
+                    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_len:]  # as without padding
+                    cache = None
+                    if prefix_cache is not None:
+                        cache = copy.deepcopy(prefix_cache)
+                        cache.batch_repeat_interleave(len(idx))
                     logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                        position_ids=positions.to(device), logits_to_keep=1,
-                                        use_cache=False).logits[:, -1, :]
+                                        position_ids=positions.to(device), past_key_values=cache,
+                                        use_cache=cache is not None, logits_to_keep=1).logits[:, -1, :]
                     pair = logits[:, [self.yes_id, self.no_id]].float()
                     out[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
         finally:
@@ -84,6 +98,58 @@ class YesNoScorer:
 
     def score(self, records: Iterable[dict[str, Any]], progress: bool = False) -> np.ndarray:
         return self.score_ids([self.encode(r) for r in records], progress=progress)
+
+
+def _common_prefix_len(prompts: list[list[int]], minimum: int = 8) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own (0 if short)."""
+    if len(prompts) < 2:
+        return 0
+    first = np.array(prompts[0])
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        diff = np.flatnonzero(first[:n] != np.array(p[:n]))
+        n = int(diff[0]) if diff.size else n
+    return n if n >= minimum else 0
+
+
+def merge_for_scoring(model) -> int:
+    """Fold each LoRA layer and its 4-bit base into one plain Linear, for inference only.
+
+    The base weight is dequantized exactly as every 4-bit forward dequantizes it (to the compute
+    dtype), then W + scaling * B @ A is stored, as LLaMA-Factory's export merges adapters. Scores
+    equal the unmerged model's up to float rounding (~1e-7); scoring stops paying for
+    dequantization and the separate adapter matmuls on every batch. Returns the layers merged.
+    """
+    import torch
+    from bitsandbytes.functional import dequantize_4bit
+    from bitsandbytes.nn import Linear4bit
+
+    merged = 0
+    for name, module in list(model.named_modules()):
+        base = getattr(module, "base_layer", None)
+        if base is None or not hasattr(module, "lora_A") or getattr(module, "use_dora", {}).get("default"):
+            continue
+        if isinstance(base, Linear4bit):
+            dtype = base.compute_dtype or torch.float32
+            weight = dequantize_4bit(base.weight.data, base.weight.quant_state).to(dtype)
+        elif isinstance(base, torch.nn.Linear):
+            weight, dtype = base.weight.data, base.weight.dtype
+        else:
+            continue
+        weight = weight.float()
+        for adapter in module.active_adapters:
+            if adapter in module.lora_A:
+                delta = module.lora_B[adapter].weight.float() @ module.lora_A[adapter].weight.float()
+                weight = weight + module.scaling[adapter] * delta
+        linear = torch.nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                                 device=weight.device, dtype=dtype)
+        linear.weight.data = weight.to(dtype)
+        if base.bias is not None:
+            linear.bias.data = base.bias.data.to(dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, linear)
+        merged += 1
+    return merged
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -113,8 +179,11 @@ def eval_file(lf_args: dict[str, Any]) -> Path:
 # ---------------------------------------------------------------- loading a trained run
 
 
-def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device: str):
-    """Base model + adapter loaded through LLaMA-Factory, quantized as in training."""
+def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device: str, merge: bool = True):
+    """Base model + adapter loaded through LLaMA-Factory, quantized as in training.
+
+    merge=True folds adapter and dequantized base into plain layers (see merge_for_scoring).
+    """
     from llamafactory.hparams import get_infer_args
     from llamafactory.model import load_model, load_tokenizer
 
@@ -134,6 +203,8 @@ def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device
     template = build_template(tokenizer, lf_args.get("template", "default"), int(lf_args.get("cutoff_len", 2048)))
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
     keep_fp32_on_cpu(model)  # score with the same fp32 kernels training used
+    if merge:
+        merge_for_scoring(model)
     return model, tokenizer, template
 
 

@@ -35,24 +35,32 @@ TINY_ARCH = dict(
 )
 VOCAB_SIZE = 2048
 
-_WORDS = (
-    "Action Adventure Animation Children Comedy Crime Documentary Drama Fantasy Film-Noir Horror IMAX "
-    "Musical Mystery Romance Sci-Fi Thriller War Western genres no listed the of and a in to love man "
-    "night day last first story return dark star life world king city house girl boy war time lost "
-    "movie user rated liked disliked recently will they like this Given these ratings answer Yes or No "
-    "stars out of 5 title Based on their history would enjoy the following Target Movie"
-).split()
+QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+INSTRUCTION = ("Given a user's movie ratings, predict whether the user will like the candidate movie. "
+               "Answer Yes or No.")
 
 
-def _corpus(seed: int, lines: int = 4000) -> list[str]:
+def _corpus(seed: int, prompts: int = 3000) -> list[str]:
+    """Prompt-like text rendered exactly as `prepare` renders prompts, so the tiny tokenizer splits
+    them into about as many tokens as Qwen3's tokenizer does (~150-200), not into characters."""
+    from movierec.data.movielens import GENRE_NAMES
+    from movierec.data.prompts import render_input
+    from movierec.data.synth import FOREIGN, WORDS
+
     rng = random.Random(seed)
-    out = []
-    for _ in range(lines):
-        title = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 4)))
-        year = rng.randint(1920, 2020)
-        rating = rng.choice([x / 2 for x in range(1, 11)])
-        out.append(f"- {title} ({year}): {rating} stars | {rng.choice(_WORDS)}|{rng.choice(_WORDS)}")
-        out.append(rng.choice(["Yes", "No"]) + " " + rng.choice(["Yes", "No"]))
+    words = [*WORDS.tolist(), *FOREIGN.tolist()]
+
+    def title() -> str:
+        name = " ".join(rng.choice(words) for _ in range(rng.randint(1, 3)))
+        return f"{name} ({rng.randint(1920, 2020)})"
+
+    out = [QWEN_SYSTEM, INSTRUCTION]
+    for _ in range(prompts):
+        n = rng.randint(5, 10)
+        genres = "|".join(rng.sample(GENRE_NAMES, rng.randint(1, 3)))
+        out.append(render_input([title() for _ in range(n)], [rng.randint(1, 10) / 2 for _ in range(n)],
+                                title(), genres, 4.0))
+        out.append(f"{INSTRUCTION}\n{rng.choice(['Yes', 'No'])}")
     return out
 
 
