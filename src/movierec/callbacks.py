@@ -29,6 +29,10 @@ class StepTimerCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self._t0 is None or not state.is_world_process_zero:
             return
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # count the queued optimizer update in this step, not the next
         line = {"step": state.global_step, "seconds": round(time.perf_counter() - self._t0, 5),
                 "examples": self.examples_per_step}
         with open(self.path, "a", encoding="utf-8") as f:

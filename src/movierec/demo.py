@@ -1,6 +1,6 @@
 """`movierec demo`: every stage end to end on CPU, offline, in a few minutes.
 
-tiny Qwen3 -> synthetic MovieLens -> prepare -> 4-bit QLoRA training -> evaluate -> baselines
+tiny Qwen3 -> synthetic MovieLens + prepare -> 4-bit QLoRA training -> evaluate -> baselines
 -> report -> recommend. Each step is the same command a user would type.
 """
 
@@ -12,9 +12,7 @@ from pathlib import Path
 from movierec.errors import UserError
 
 MODEL_DIR = "output/tiny-qwen3"
-RAW_DIR = "data/demo/raw"
 DATA_DIR = "data/demo"
-SYNTH = ["--users", "300", "--movies", "400", "--ratings", "20000", "--seed", "0"]
 
 
 def _step(title: str, argv: list[str]) -> None:
@@ -29,8 +27,7 @@ def main(args) -> int:
     run = Path(args.out)
     if not (Path(MODEL_DIR) / "config.json").is_file():
         _step("tiny model", ["make-tiny-model", MODEL_DIR])
-    if not (Path(RAW_DIR) / "ratings.csv").is_file():
-        _step("synthetic MovieLens", ["synth", "--out", RAW_DIR, *SYNTH])
+    # the demo data config generates data/demo/raw with `synth` when it is absent
     _step("prepare", ["prepare", "--config", "configs/data/demo.yaml"])
     _step("train", ["train", "--config", "configs/demo_tiny.yaml", "--run-name", "demo", "--device", "cpu",
                     "--override", f"output_dir={run}", "--overwrite"])
