@@ -289,7 +289,7 @@ def test_demo_config_generates_its_input(tmp_path):
     config = ROOT / "configs/data/demo.yaml"
     assert prepare(config, "--input", str(tmp_path / "raw"), "--out", str(out)) == 0
     m = json.loads((out / "manifest.json").read_text())
-    assert (m["counts"]["train"], m["counts"]["eval"]) == (400, 200)
+    assert (m["counts"]["train"], m["counts"]["eval"]) == (2000, 400)
     assert m["counts"]["ratings"] == 20_000 and m["counts"]["users"] == 300
     with pytest.raises(UserError, match="no_such_key: unknown key"):
         load_data_config(config, ["no_such_key=1"])

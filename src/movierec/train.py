@@ -94,6 +94,7 @@ def apply_device(lf: dict[str, Any], device: str) -> list[str]:
             if lf.get(key):
                 lf[key] = False
                 notes.append(f"{key} off")
+        lf["use_cpu"] = True
         notes.append("fp32 compute")
     return notes
 
