@@ -41,12 +41,17 @@ def prepared_data(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch) -> Path:
-    """A scratch working directory holding a copy of configs/ (configs use relative paths)."""
-    shutil.copytree(ROOT / "configs", tmp_path / "configs")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+@pytest.fixture(scope="session")
+def demo_run(tiny_model, prepared_data, tmp_path_factory) -> Path:
+    """A real 8-step QLoRA run of the tiny model (checkpoints at 4 and 8, eval AUC at both)."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    proc = run_cli(str(ROOT / "scripts/train_llamafactory.py"), "--config", "configs/demo_tiny.yaml",
+                   "--device", "cpu", "--override", f"model_name_or_path={tiny_model}",
+                   "--override", f"dataset_dir={prepared_data}", "--override", f"output_dir={out}",
+                   "--override", "max_steps=8", "--override", "save_steps=4", "--override", "eval_steps=4",
+                   cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from conftest import ROOT, run_cli
 from movierec.cli import main
 from movierec.scoring import YesNoScorer, build_template, read_jsonl
 
@@ -53,18 +52,6 @@ def test_padding_does_not_change_scores(tiny_model, prepared_data):
     assert len({len(YesNoScorer(model, tokenizer, template).encode(r)) for r in records}) > 1  # really padded
     np.testing.assert_allclose(batched, single, atol=1e-5)
     assert ((batched > 0) & (batched < 1)).all()
-
-
-@pytest.fixture(scope="module")
-def demo_run(tiny_model, prepared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval") / "run"
-    proc = run_cli(str(ROOT / "scripts/train_llamafactory.py"), "--config", "configs/demo_tiny.yaml",
-                   "--device", "cpu", "--override", f"model_name_or_path={tiny_model}",
-                   "--override", f"dataset_dir={prepared_data}", "--override", f"output_dir={out}",
-                   "--override", "max_steps=8", "--override", "save_steps=4", "--override", "eval_steps=4",
-                   cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
 
 
 def test_evaluate_writes_metrics_matching_sklearn(demo_run, capsys):

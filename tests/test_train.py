@@ -102,3 +102,18 @@ def test_overwrite_removes_stale_checkpoints(tiny_model, prepared_data, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not stale.exists()
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
+
+
+def test_save_total_limit_keeps_the_best_checkpoint(tiny_model, prepared_data, tmp_path):
+    """Only `save_total_limit` checkpoints stay, and the best one is never rotated away. Ranking by
+    the *highest* eval loss makes an early checkpoint the best (loss falls), so survival shows."""
+    out = tmp_path / "out"
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=8", "--override", "save_steps=2",
+                 "--override", "eval_steps=2", "--override", "save_total_limit=2", "--override", "eval_auc=false",
+                 "--override", "metric_for_best_model=eval_loss", "--override", "greater_is_better=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())
+    best = Path(state["best_model_checkpoint"]).name
+    kept = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert len(kept) == 2 and "checkpoint-8" in kept and best in kept
+    assert best != "checkpoint-6"  # an early checkpoint outlived newer ones

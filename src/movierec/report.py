@@ -310,10 +310,15 @@ def _dataset(run: dict) -> str:
                f"after); like = rating >= {_fmt(data_cfg.get('like_threshold'))}; prompts show the "
                f"{_fmt(data_cfg.get('history_len'))} latest earlier ratings.\n\n")
     splits = manifest.get("splits") or {}
-    out.append(_table(["Split", "Examples", "Positive Rate", "Users", "Warm Share", "Cold Share", "Mean History"], [
-        [name, s.get("examples"), _fmt(s.get("positive_rate"), 3), s.get("users"), _fmt(s.get("warm_share"), 3),
-         _fmt(s.get("cold_share"), 3), _fmt((s.get("history_len") or {}).get("mean"), 2)]
+    out.append(_table(["Split", "Examples", "Positive Rate", "Users", "Warm Share", "Cold Share"], [
+        [name, _fmt(s.get("examples", counts.get(name))), _fmt(s.get("positive_rate"), 3), _fmt(s.get("users")),
+         _fmt(s.get("warm_share"), 3), _fmt(s.get("cold_share"), 3)]
         for name, s in sorted(splits.items(), key=lambda kv: kv[0] != "train")]) if splits else f"Split statistics {NA}.\n")
+    lengths = [(label, manifest.get(key)) for label, key in (("History length (ratings)", "history_lengths"),
+                                                             ("Prompt length (characters)", "prompt_chars"))]
+    rows = [[label, *(_fmt(d.get(k), 1) for k in ("min", "mean", "p50", "p95", "max"))] for label, d in lengths if d]
+    if rows:
+        out.append("\n" + _table(["Length", "Min", "Mean", "Median", "p95", "Max"], rows))
     return "".join(out)
 
 
