@@ -103,7 +103,7 @@ def main() -> None:
     model_, tokenizer, template = load_model_for_scoring(lf_args, adapter, args.device)
     scorer = YesNoScorer(model_, tokenizer, template, int(lf_args.get("cutoff_len", 2048)), args.batch_size)
     start = time.perf_counter()
-    prompts = [scorer.encode(r) for r in records]  # LLaMA-Factory tokenizes before its timer starts too
+    prompts = scorer.encode_many(records)  # LLaMA-Factory tokenizes before its timer starts too
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     probs = scorer.score_ids(prompts)

@@ -37,6 +37,7 @@ def test_prompt_tokens_equal_llamafactory_training_tokens(tiny_model, prepared_d
         answer = row["input_ids"][prompt_len]
         assert answer == (scorer.yes_id if record["output"] == "Yes" else scorer.no_id)
     assert scorer.yes_id != scorer.no_id
+    assert scorer.encode_many(records) == [scorer.encode(r) for r in records]  # the batched tokenization
 
 
 def test_padding_does_not_change_scores(tiny_model, prepared_data):
