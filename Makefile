@@ -19,5 +19,5 @@ test: install
 demo: install
 	$(VENV)/bin/movierec demo
 
-clean:
-	rm -rf output data/demo
+clean:  # the demo's files only; real runs in output/ stay
+	rm -rf output/demo output/tiny-qwen3 data/demo

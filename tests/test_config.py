@@ -1,7 +1,6 @@
 """Config validation: every bad input ends with one line per problem and exit code 2."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

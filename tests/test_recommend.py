@@ -38,6 +38,7 @@ def test_explicit_candidates(demo_run, prepared_data, capsys):
     (["--user", "999999"], "no ratings for this user"),
     (["--user", "1", "--candidates", "1,x"], "--candidates"),
     (["--user", "1", "--top-k", "0"], "--top-k"),
+    (["--user", "1", "--checkpoint", "all"], "--checkpoint"),
 ])
 def test_bad_inputs(demo_run, capsys, args, message):
     assert recommend(demo_run, *args) == 2

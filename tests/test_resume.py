@@ -62,3 +62,17 @@ def test_output_dir_guard(tmp_path):
     assert (out / "trainer_log.jsonl").exists()
     prepare_output_dir(out, None, overwrite=True)
     assert out.is_dir() and not any(out.iterdir())
+
+
+def test_overwrite_deletes_only_a_previous_run(tmp_path, monkeypatch):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match="does not look like a training run"):
+        prepare_output_dir(notes, None, overwrite=True)
+    assert (notes / "thesis.tex").read_text() == "precious"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resolved_config.yaml").write_text("x")
+    with pytest.raises(UserError, match="current directory"):
+        prepare_output_dir(Path("."), None, overwrite=True)
+    assert (tmp_path / "resolved_config.yaml").exists()

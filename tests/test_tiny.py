@@ -26,3 +26,11 @@ def test_make_tiny_model_builds_a_loadable_qwen3(tmp_path):
     # prompts split into words, not characters (Qwen3's own tokenizer gives ~200 tokens per prompt)
     prompt = "- Golden Island Letter (1989): 5.0 stars\n- Tomorrow (2001): 4.0 stars"
     assert len(tokenizer.encode(prompt)) < len(prompt) / 2.5
+
+
+def test_make_tiny_model_never_replaces_an_unrelated_folder(tmp_path, capsys):
+    keep = tmp_path / "runs"
+    keep.mkdir()
+    (keep / "important.txt").write_text("x")
+    assert main(["make-tiny-model", str(keep)]) == 2
+    assert "holds no model" in capsys.readouterr().err and (keep / "important.txt").exists()

@@ -154,7 +154,7 @@ def _coerce(key: str, value: Any, action: argparse.Action, default: Any, type_st
         raise ValueError(f"expected {_type_name(action)}")
     if isinstance(value, float) and convert is int:
         if not value.is_integer():
-            raise ValueError(f"expected int")
+            raise ValueError("expected int")
         value = int(value)
     try:
         out = convert(_to_text(value))
@@ -193,10 +193,11 @@ def validate(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             problems.append(f"{key}: invalid value {value!r}: {e}")
             continue
         (mr_args if key in MOVIEREC_KEYS else lf_args)[key] = typed
-    problems += _check_datasets(lf_args) if not problems else []
+    problems += _check_datasets(lf_args) if "dataset_dir" not in {p.split(":")[0] for p in problems} else []
     if problems:
         raise UserError("\n".join(problems))
-    return lf_args, mr_args
+    defaults_mr = {f.name: f.default for f in fields(MovierecArguments)}
+    return lf_args, {**defaults_mr, **mr_args}
 
 
 def _check_datasets(args: dict[str, Any]) -> list[str]:

@@ -21,7 +21,8 @@ def parameter_counts(lf: dict[str, Any]) -> dict[str, Any] | None:
     except UserError:
         return None
     return count_parameters(path, lora_rank=int(lf.get("lora_rank", 8)), lora_target=lf.get("lora_target", "all"),
-                            lora_alpha=lf.get("lora_alpha"), additional_target=lf.get("additional_target"))
+                            lora_alpha=lf.get("lora_alpha"), additional_target=lf.get("additional_target"),
+                            use_dora=bool(lf.get("use_dora", False)))
 
 
 def _fmt_duration(seconds: float) -> str:

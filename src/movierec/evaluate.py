@@ -66,6 +66,10 @@ def main(args) -> int:
     from movierec.scoring import eval_file, read_jsonl, subsample
     from movierec.train import resolve_device
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise UserError("--max-examples must be >= 1")
     run, lf_args, mr_args = load_run(args.run)
     ckpts = select_checkpoints(run, args.checkpoint)
     device = resolve_device(args.device)

@@ -62,6 +62,8 @@ def main(args) -> int:
 
     if args.top_k < 1:
         raise UserError("--top-k must be >= 1")
+    if args.checkpoint == "all":
+        raise UserError("--checkpoint: recommend uses one checkpoint (best, latest or checkpoint-N)")
     run, lf_args, _ = load_run(args.run)
     which = args.checkpoint
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -209,9 +208,16 @@ def subsample(records: list[dict[str, Any]], n: int | None, seed: int = 0) -> li
 
 def eval_file(lf_args: dict[str, Any]) -> Path:
     """The JSONL file behind the config's eval_dataset (first one if several)."""
+    if not lf_args.get("eval_dataset"):
+        raise UserError("the run has no eval_dataset to score")
     dataset_dir = Path(lf_args.get("dataset_dir") or "data")
     name = str(lf_args["eval_dataset"]).split(",")[0].strip()
-    info = json.loads((dataset_dir / "dataset_info.json").read_text())
+    info_path = dataset_dir / "dataset_info.json"
+    if not info_path.is_file():
+        raise UserError(f"{info_path} not found (dataset_dir is relative to where the run was started)")
+    info = json.loads(info_path.read_text())
+    if name not in info:
+        raise UserError(f"eval_dataset '{name}' is not in {info_path}")
     return dataset_dir / info[name]["file_name"]
 
 
@@ -245,73 +251,3 @@ def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device
     if merge:
         merge_for_scoring(model)
     return model, tokenizer, template
-
-
-# ---------------------------------------------------------------- training callback
-
-
-def _trainer_callback_base():
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class AucCallback(_trainer_callback_base()):
-    """Adds `eval_auc` at every evaluation (before the best checkpoint is chosen).
-
-    The value goes into the evaluation metrics (so `metric_for_best_model: eval_auc` works),
-    the trainer state's log history, TensorBoard (`eval/auc`) and trainer_log.jsonl.
-    Every rank scores the same subsample, so all ranks agree on the best checkpoint.
-    """
-
-    def __init__(self, lf_args: dict[str, Any], mr_args: dict[str, Any]):
-        from movierec.metrics import auc
-
-        self._auc = auc
-        records = subsample(read_jsonl(eval_file(lf_args)), mr_args.get("eval_auc_samples"),
-                            seed=int(lf_args.get("seed", 42)))
-        self.records = records
-        self.labels = np.array([int(r["label"]) for r in records])
-        self.cutoff_len = int(lf_args.get("cutoff_len", 2048))
-        self.template_name = lf_args.get("template", "default")
-        self.batch_size = int(mr_args.get("eval_auc_batch_size", 16))
-        self.logging_dir = lf_args.get("logging_dir")
-        self._prompts: list[list[int]] | None = None
-        self._scorer: YesNoScorer | None = None
-        self._writer = None
-
-    def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kwargs):
-        if metrics is None or model is None:
-            return
-        if self._scorer is None:
-            template = build_template(processing_class, self.template_name, self.cutoff_len)
-            self._scorer = YesNoScorer(model, processing_class, template, self.cutoff_len, self.batch_size)
-            self._prompts = [self._scorer.encode(r) for r in self.records]
-        self._scorer.model = model
-        start = time.perf_counter()
-        value = self._auc(self.labels, self._scorer.score_ids(self._prompts))
-        seconds = time.perf_counter() - start
-        value = float("nan") if value is None else float(value)
-        metrics["eval_auc"] = value
-        entry = {"eval_auc": value, "eval_auc_examples": len(self.records), "eval_auc_seconds": round(seconds, 3),
-                 "epoch": state.epoch, "step": state.global_step}
-        state.log_history.append(entry)
-        if state.is_world_process_zero:
-            self._log(args, state, entry)
-
-    def _log(self, args, state, entry: dict[str, Any]) -> None:
-        line = {"current_steps": state.global_step, "total_steps": state.max_steps,
-                **{k: v for k, v in entry.items() if k != "step"}}
-        with open(Path(args.output_dir) / "trainer_log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
-        if "tensorboard" in (args.report_to or []) and self.logging_dir:
-            from torch.utils.tensorboard import SummaryWriter
-
-            if self._writer is None:
-                self._writer = SummaryWriter(self.logging_dir, filename_suffix=".eval_auc")
-            self._writer.add_scalar("eval/auc", entry["eval_auc"], state.global_step)
-            self._writer.flush()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._writer is not None:
-            self._writer.close()

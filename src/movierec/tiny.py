@@ -124,8 +124,12 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
 
 
 def main(args) -> None:
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder")
+        raise UserError(f"{args.out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+        raise UserError(f"{args.out} is a non-empty folder that holds no model; pick a new folder")
+    if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
+        raise UserError(f"{args.out} holds the current directory; pick a new folder")
     path = build_tiny_model(out, seed=args.seed)
     print(f"tiny Qwen3 written to {path}")

@@ -67,8 +67,22 @@ def prepare_output_dir(output_dir: Path, resume: Path | None, overwrite: bool) -
                 f"output_dir {output_dir} is not empty ({found}, ...): "
                 "use --resume to continue that run or --overwrite to delete it"
             )
+        _check_deletable(output_dir)
         shutil.rmtree(output_dir)  # LLaMA-Factory's own overwrite keeps old checkpoints
     output_dir.mkdir(parents=True, exist_ok=True)
+
+
+RUN_MARKERS = ("resolved_config.yaml", "llamafactory_train.yaml", "trainer_log.jsonl", "trainer_state.json")
+
+
+def _check_deletable(output_dir: Path) -> None:
+    """`--overwrite` deletes a previous run's folder, never the working tree or an unrelated folder."""
+    target, cwd = output_dir.resolve(), Path.cwd().resolve()
+    if target == cwd or target in cwd.parents:
+        raise UserError(f"--overwrite: output_dir {output_dir} holds the current directory; refusing to delete it")
+    if not (any((output_dir / m).exists() for m in RUN_MARKERS) or list_checkpoints(output_dir)):
+        raise UserError(f"--overwrite: {output_dir} does not look like a training run (no {RUN_MARKERS[0]}, "
+                        "trainer_log.jsonl or checkpoint-*); delete it yourself or pick another output_dir")
 
 
 # ---------------------------------------------------------------- device and arguments
@@ -149,11 +163,14 @@ def time_estimate(lf: dict[str, Any], steps: dict[str, int], rate: float, n_eval
     """
     per_update = int(lf.get("per_device_train_batch_size", 8)) * world_size * int(lf.get("gradient_accumulation_steps", 1))
     train_s = steps["total_optimizer_steps"] * per_update / rate
+    total = steps["total_optimizer_steps"]
     evals = 0
     if n_eval and lf.get("eval_strategy", "no") == "steps":
-        evals = steps["total_optimizer_steps"] // int(lf.get("eval_steps") or lf.get("logging_steps", 500))
+        every = float(lf.get("eval_steps") or lf.get("logging_steps", 500))
+        every = math.ceil(every * total) if every < 1 else int(every)  # < 1: a fraction of training
+        evals = total // max(every, 1)
     eval_s = evals * (n_eval or 0) / (rate * EVAL_SPEEDUP)
-    epochs = float(lf.get("num_train_epochs", 3.0))
+    epochs = total / steps["steps_per_epoch"]
     return {"train_seconds": train_s, "eval_seconds": eval_s, "evaluations": evals,
             "total_seconds": train_s + eval_s, "seconds_per_epoch": (train_s + eval_s) / epochs}
 
@@ -161,21 +178,21 @@ def time_estimate(lf: dict[str, Any], steps: dict[str, int], rate: float, n_eval
 # ---------------------------------------------------------------- launch
 
 
-def launch(output_dir: Path, args, device: str) -> int:
+def launch(launch_dir: Path, args, device: str) -> int:
     """Run the worker in this process, or under torchrun for several processes / nodes."""
-    lf_yaml = output_dir / LF_YAML
+    lf_yaml = launch_dir / LF_YAML
     world = args.nproc_per_node * args.nnodes
     if world == 1 and not os.environ.get("FORCE_TORCHRUN"):
         from movierec.worker import run
 
-        run(lf_yaml, output_dir / RESOLVED_YAML)
+        run(lf_yaml, launch_dir / RESOLVED_YAML)
         return 0
     cmd = [
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank),
         "--nproc_per_node", str(args.nproc_per_node),
         "--master_addr", args.master_addr, "--master_port", str(args.master_port),
-        "-m", "movierec.worker", str(lf_yaml), str(output_dir / RESOLVED_YAML),
+        "-m", "movierec.worker", str(lf_yaml), str(launch_dir / RESOLVED_YAML),
     ]
     print("launching:", " ".join(cmd), flush=True)
     env = dict(os.environ)
@@ -215,14 +232,23 @@ def main(args) -> int:
         print_dry_run(meta, lf_args, world, args.rate, n_train)
         return 0
 
-    prepare_output_dir(output_dir, resume, args.overwrite)
     from movierec.io import atomic_write_text
 
-    atomic_write_text(output_dir / RESOLVED_YAML, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
-    atomic_write_text(output_dir / LF_YAML, yaml.safe_dump(lf_args, sort_keys=False, allow_unicode=True))
+    if args.node_rank == 0:
+        prepare_output_dir(output_dir, resume, args.overwrite)
+        launch_dir = output_dir
+        previous = output_dir / RESOLVED_YAML
+        if resume is not None and previous.is_file():  # keep what produced the earlier segment
+            previous.replace(output_dir / f"resolved_config.before-{resume.name}.yaml")
+    else:  # rank 0's node owns output_dir (possibly a shared filesystem); this node only launches
+        import tempfile
+
+        launch_dir = Path(tempfile.mkdtemp(prefix="movierec-node"))
+    atomic_write_text(launch_dir / RESOLVED_YAML, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
+    atomic_write_text(launch_dir / LF_YAML, yaml.safe_dump(lf_args, sort_keys=False, allow_unicode=True))
     if resume is not None:
         print(f"resuming from {resume}", flush=True)
-    rc = launch(output_dir, args, device)
+    rc = launch(launch_dir, args, device)
     if rc != 0:
         raise UserError(f"training failed (exit code {rc}); see the log above")
     complete = complete_checkpoints(output_dir)
