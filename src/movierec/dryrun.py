@@ -9,22 +9,6 @@ import yaml
 from movierec.runinfo import data_manifest, dataset_examples
 
 
-def parameter_counts(lf: dict[str, Any]) -> dict[str, Any] | None:
-    """Trainable / total parameters of the LoRA model, from the architecture alone (no weights)."""
-    from movierec.errors import UserError
-    from movierec.params import count_parameters, model_config_path
-
-    if lf.get("finetuning_type", "lora") != "lora":
-        return None
-    try:
-        path = model_config_path(str(lf.get("model_name_or_path", "")))
-    except UserError:
-        return None
-    return count_parameters(path, lora_rank=int(lf.get("lora_rank", 8)), lora_target=lf.get("lora_target", "all"),
-                            lora_alpha=lf.get("lora_alpha"), additional_target=lf.get("additional_target"),
-                            use_dora=bool(lf.get("use_dora", False)))
-
-
 def _fmt_duration(seconds: float) -> str:
     h, rem = divmod(int(round(seconds)), 3600)
     return f"{h}h{rem // 60:02d}m"

@@ -84,3 +84,21 @@ def format_counts(counts: dict) -> str:
     """The line LLaMA-Factory prints: `trainable params: 1,234 || all params: 5,678 || trainable%: 21.7324`."""
     return (f"trainable params: {counts['trainable']:,} || all params: {counts['total']:,} "
             f"|| trainable%: {counts['percent']:.4f}")
+
+
+def count_for_config(cfg: dict, model_config: str | Path | dict | None = None) -> dict | None:
+    """Counts for a training config (its LoRA keys), from `model_config` or the config's model.
+
+    None when the run is not LoRA or the architecture is unknown (no config.json to read).
+    """
+    if cfg.get("finetuning_type", "lora") != "lora":
+        return None
+    if model_config is None:
+        try:
+            model_config = model_config_path(str(cfg.get("model_name_or_path", "")))
+        except UserError:
+            return None
+    return count_parameters(model_config, lora_rank=int(cfg.get("lora_rank", 8)),
+                            lora_target=cfg.get("lora_target", "all"), lora_alpha=cfg.get("lora_alpha"),
+                            additional_target=cfg.get("additional_target"),
+                            use_dora=bool(cfg.get("use_dora", False)))

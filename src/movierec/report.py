@@ -230,16 +230,11 @@ def architecture(cfg: dict) -> dict | None:
 
 def parameter_counts(resolved: dict, arch: dict | None) -> dict | None:
     """The run's recorded counts, else counted from the architecture without weights."""
-    from movierec.params import count_parameters
+    from movierec.params import count_for_config
 
-    cfg = resolved["config"]
     if resolved.get("parameters"):
         return resolved["parameters"]
-    if arch is None or cfg.get("finetuning_type", "lora") != "lora":
-        return None
-    return count_parameters(arch, lora_rank=int(cfg.get("lora_rank", 8)), lora_target=cfg.get("lora_target", "all"),
-                            lora_alpha=cfg.get("lora_alpha"), additional_target=cfg.get("additional_target"),
-                            use_dora=bool(cfg.get("use_dora", False)))
+    return count_for_config(resolved["config"], arch) if arch is not None else None
 
 
 def _model(run: dict, arch: dict | None, counts: dict | None) -> str:

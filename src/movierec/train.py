@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from movierec.errors import UserError
-from movierec.dryrun import parameter_counts
+from movierec.params import count_for_config
 from movierec.runinfo import complete_checkpoints, dataset_examples, list_checkpoints, missing_files, run_metadata
 
 DEEPSPEED_PRESETS = {"z2": "configs/deepspeed/ds_z2_config.json", "z3": "configs/deepspeed/ds_z3_config.json"}
@@ -131,6 +131,8 @@ def render_llamafactory_args(
         args.pop("resume_from_checkpoint", None)
     if deepspeed:
         path = Path(DEEPSPEED_PRESETS.get(deepspeed, deepspeed))
+        if not path.is_file() and deepspeed in DEEPSPEED_PRESETS:  # started outside the checkout's root
+            path = Path(__file__).resolve().parents[2] / DEEPSPEED_PRESETS[deepspeed]
         if not path.is_file():
             raise UserError(f"--deepspeed: {deepspeed} is neither z2, z3 nor an existing file")
         args["deepspeed"] = str(path)
@@ -221,7 +223,7 @@ def main(args) -> int:
     world = args.nproc_per_node * args.nnodes
     lf_args = render_llamafactory_args(lf, run_name, resume, args.deepspeed)
     meta = run_metadata(args, cfg, lf_args, mr, device, world)
-    meta["parameters"] = parameter_counts(lf_args)
+    meta["parameters"] = count_for_config(lf_args)
     n_train = dataset_examples(lf_args, "dataset")
     meta["steps"] = estimate_steps(lf_args, n_train, world) if n_train else None
     print(f"device: {device}" + (f" ({', '.join(notes)})" if notes else ""), flush=True)
