@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from
 
 from movierec.errors import UserError  # noqa: E402
 
-# reference-run.md's command line, plus activation checkpointing on as in the reference config
+# the reference run's command line, plus activation checkpointing on as in the reference config
 # (demo_tiny.yaml turns it off with `disable_gradient_checkpointing: true`)
 REFERENCE_RUN = ["per_device_train_batch_size=1", "gradient_accumulation_steps=1",
                  "disable_gradient_checkpointing=false"]

@@ -1,6 +1,6 @@
 """`movierec report --run DIR`: report.md + plots/*.png rebuilt from a run folder's files only.
 
-The sections mirror the reference run sheet (docs: shared/reference/reference-run.md). Every
+The sections mirror the reference run's parameter-and-performance sheet. Every
 input but resolved_config.yaml is optional: a section whose files are missing says so.
 """
 
