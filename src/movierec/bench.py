@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from movierec.errors import UserError
+from movierec.runinfo import dataset_dir
 
 # Qwen's tokenizer reads ~4 characters per token in English words but splits digits one per token;
 # the prompts are titles, years and "4.5 stars" lines, so fewer characters per token than prose.
@@ -213,7 +214,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
     if lf.get("packing") or lf.get("neat_packing"):
         raise UserError("packing: bench feeds pre-tokenized examples, which LLaMA-Factory never packs")
     apply_device(lf, device)
-    stats, source = prompt_token_stats(lf.get("dataset_dir") or "data")
+    stats, source = prompt_token_stats(dataset_dir(lf))
     batch, accum = int(lf.get("per_device_train_batch_size", 8)), int(lf.get("gradient_accumulation_steps", 1))
 
     from datasets import Dataset, DatasetDict

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from movierec.errors import UserError
+from movierec.runinfo import dataset_dir
 
 
 @dataclass
@@ -205,7 +206,7 @@ def _check_datasets(args: dict[str, Any]) -> list[str]:
     names += [("eval_dataset", n) for n in _split(args.get("eval_dataset"))]
     if not names:
         return []
-    info_path = Path(args.get("dataset_dir") or "data") / "dataset_info.json"
+    info_path = dataset_dir(args) / "dataset_info.json"
     if not info_path.is_file():
         return [f"dataset_dir: {info_path} not found (run `movierec prepare` first)"]
     try:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from movierec.errors import UserError
+from movierec.runinfo import dataset_dir
 
 DEFAULT_POOL = 200  # most-rated movies the user has not rated, scored when no --candidates are given
 
@@ -72,7 +73,7 @@ def main(args) -> int:
         if which != "best":
             raise
         (ckpt,) = select_checkpoints(run, "latest")  # runs without a tracked best
-    data_dir = Path(lf_args.get("dataset_dir") or "data")
+    data_dir = dataset_dir(lf_args)
     manifest, ratings, movies = load_catalog(data_dir)
     if not (ratings["userId"] == args.user).any():
         raise UserError(f"--user {args.user}: no ratings for this user in {data_dir / 'ratings.parquet'}")

@@ -83,8 +83,13 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def dataset_dir(args: dict[str, Any]) -> Path:
+    """The config's dataset_dir (LLaMA-Factory's default: data), relative to the working directory."""
+    return Path(args.get("dataset_dir") or "data")
+
+
 def data_manifest(lf: dict[str, Any]) -> Path | None:
-    path = Path(lf.get("dataset_dir") or "data") / "manifest.json"
+    path = dataset_dir(lf) / "manifest.json"
     return path if path.is_file() else None
 
 
@@ -93,15 +98,15 @@ def dataset_examples(lf: dict[str, Any], key: str = "dataset") -> int | None:
     names = [n.strip() for n in str(lf.get(key) or "").split(",") if n.strip()]
     if not names:
         return None
-    dataset_dir = Path(lf.get("dataset_dir") or "data")
+    folder = dataset_dir(lf)
     manifest = data_manifest(lf)
-    counts = json.loads(manifest.read_text()).get("counts", {}) if manifest else expected_counts(dataset_dir)
-    info_path = dataset_dir / "dataset_info.json"
+    counts = json.loads(manifest.read_text()).get("counts", {}) if manifest else expected_counts(folder)
+    info_path = folder / "dataset_info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     total = 0
     for name in names:
         split = name.rsplit("_", 1)[-1]  # movielens_qwen3_train -> train
-        file = dataset_dir / info.get(name, {}).get("file_name", f"{name}.jsonl")
+        file = folder / info.get(name, {}).get("file_name", f"{name}.jsonl")
         if file.is_file():
             with open(file, "rb") as f:
                 total += sum(1 for _ in f)

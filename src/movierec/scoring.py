@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from movierec.errors import UserError
+from movierec.runinfo import dataset_dir
 
 
 def build_template(tokenizer, template: str, cutoff_len: int = 2048):
@@ -210,15 +211,15 @@ def eval_file(lf_args: dict[str, Any]) -> Path:
     """The JSONL file behind the config's eval_dataset (first one if several)."""
     if not lf_args.get("eval_dataset"):
         raise UserError("the run has no eval_dataset to score")
-    dataset_dir = Path(lf_args.get("dataset_dir") or "data")
+    folder = dataset_dir(lf_args)
     name = str(lf_args["eval_dataset"]).split(",")[0].strip()
-    info_path = dataset_dir / "dataset_info.json"
+    info_path = folder / "dataset_info.json"
     if not info_path.is_file():
         raise UserError(f"{info_path} not found (dataset_dir is relative to where the run was started)")
     info = json.loads(info_path.read_text())
     if name not in info:
         raise UserError(f"eval_dataset '{name}' is not in {info_path}")
-    return dataset_dir / info[name]["file_name"]
+    return folder / info[name]["file_name"]
 
 
 # ---------------------------------------------------------------- loading a trained run
