@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 from data_helpers import CONFIG, prepare, read_jsonl, synth_input, tree_bytes, write_config
 
 from movierec.data.config import DataConfig, load_data_config
@@ -111,7 +112,7 @@ def test_manifest_reports_what_was_written(prepared):
     chars = [len(r["instruction"]) + 1 + len(r["input"]) for r in both]  # the user turn LLaMA-Factory builds
     assert (m["prompt_chars"]["max"], m["prompt_chars"]["min"]) == (max(chars), min(chars))
     assert m["prompt_chars"]["std"] == pytest.approx(np.std(chars))
-    assert set(m["inputs"]) == {"ratings.csv", "movies.csv"}
+    assert set(m["inputs"]) == {"ratings.csv", "movies.csv", "truth.parquet"}  # synth's truth is an input too
     assert m["config"]["n_train"] == CONFIG["n_train"] and len(m["fingerprint"]) == 64
     for name, md5 in m["files"].items():
         assert hashlib.md5((prepared.out / name).read_bytes()).hexdigest() == md5
@@ -289,7 +290,29 @@ def test_demo_config_generates_its_input(tmp_path):
     config = ROOT / "configs/data/demo.yaml"
     assert prepare(config, "--input", str(tmp_path / "raw"), "--out", str(out)) == 0
     m = json.loads((out / "manifest.json").read_text())
-    assert (m["counts"]["train"], m["counts"]["eval"]) == (2000, 400)
-    assert m["counts"]["ratings"] == 20_000 and m["counts"]["users"] == 300
+    assert (m["counts"]["train"], m["counts"]["eval"]) == (4000, 1000)
+    assert m["counts"]["ratings"] == 20_000 and m["counts"]["users"] == 350
+    assert m["oracle"]["metrics"]["overall"]["auc"] > 0.8  # the generator's truth came along
     with pytest.raises(UserError, match="no_such_key: unknown key"):
         load_data_config(config, ["no_such_key=1"])
+
+
+def test_oracle_from_the_generators_truth(prepared):
+    """`prepare` scores the eval examples' true like-probabilities: the ceiling later stages show."""
+    from movierec.data import synth
+
+    oracle = prepared.manifest["oracle"]
+    truth = pd.read_parquet(prepared.raw / synth.TRUTH_FILE).set_index(["userId", "movieId"])
+    rows = truth.loc[[(r["user_id"], r["movie_id"]) for r in prepared.eval]]
+    p = synth.like_probability(rows.mu, rows.star_step, CONFIG["like_threshold"])
+    labels = [r["label"] for r in prepared.eval]
+    assert oracle["metrics"]["overall"]["auc"] == pytest.approx(roc_auc_score(labels, p))
+    assert oracle["metrics"]["overall"]["n"] == CONFIG["n_eval"] and {"warm", "cold"} <= set(oracle["metrics"])
+
+
+def test_real_data_has_no_oracle(tmp_path):
+    raw = synth_input(tmp_path / "raw")
+    (raw / "truth.parquet").unlink()
+    config = write_config(tmp_path / "c.yaml", input=str(raw), out_dir=str(tmp_path / "out"))
+    assert prepare(config) == 0
+    assert "oracle" not in json.loads((tmp_path / "out" / "manifest.json").read_text())

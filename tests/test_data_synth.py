@@ -107,3 +107,30 @@ def test_existing_files_need_force(tmp_path, capsys):
     assert cli_main(args) == 2
     assert "pass --force" in capsys.readouterr().err
     assert cli_main([*args, "--force"]) == 0
+
+
+def test_truth_is_the_rating_models_like_probability(generated):
+    """truth.parquet's probabilities are calibrated: within each bin of P(like), the share of ratings
+    at or above the threshold matches the bin's mean probability (80,000 draws), at any threshold."""
+    out, ratings, _ = generated
+    truth = pd.read_parquet(out / synth.TRUTH_FILE)
+    assert truth[["userId", "movieId"]].equals(ratings[["userId", "movieId"]].astype(truth.userId.dtype))
+    for threshold in (3.0, 4.0, 4.5):
+        p = synth.like_probability(truth.mu, truth.star_step, threshold)
+        liked = (ratings.rating >= threshold).to_numpy()
+        bins = pd.cut(p, np.linspace(0, 1, 11), include_lowest=True)
+        table = pd.DataFrame({"p": p, "liked": liked}).groupby(bins, observed=True).mean()
+        assert (table.p - table.liked).abs().max() < 0.03, table
+        assert roc_auc_score(liked, p) > 0.8  # the ceiling sits well above any baseline
+    assert (synth.like_probability(truth.mu, truth.star_step, 0.5) == 1).all()  # every rating is >= 0.5
+
+
+def test_prompt_visible_signal(generated):
+    """The candidate's genres and a user's past stars (what a prompt shows) predict likes on their own."""
+    _, ratings, movies = generated
+    liked = ratings.rating >= 4
+    genre_rate = (ratings.assign(liked=liked).merge(movies, on="movieId").groupby("genres").liked.mean())
+    by_movie = ratings.merge(movies, on="movieId").genres.map(genre_rate)
+    assert roc_auc_score(liked, by_movie) > 0.56
+    user_rate = liked.groupby(ratings.userId).transform("mean")
+    assert roc_auc_score(liked, user_rate) > 0.65

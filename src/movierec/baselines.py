@@ -199,6 +199,7 @@ def run(data_dir: str | Path) -> dict:
         "n_eval": len(examples),
         "fit": fit_info,
         "baselines": {name: compute_metrics(labels, p, users, warm=warm) for name, p in probs.items()},
+        "oracle": manifest.get("oracle"),  # synthetic data only: the generator's true probabilities
     }
 
 
@@ -210,6 +211,10 @@ def main(args: argparse.Namespace) -> int:
     for name, m in result["baselines"].items():
         o = m["overall"]
         print(f"{name:<12} {_fmt(o.get('auc')):>7} {_fmt(o.get('uauc')):>7} {_fmt(o.get('log_loss')):>8}")
+    if result["oracle"]:
+        o = result["oracle"]["metrics"]["overall"]
+        print(f"{'oracle':<12} {_fmt(o.get('auc')):>7} {_fmt(o.get('uauc')):>7} {_fmt(o.get('log_loss')):>8}"
+              "  (true probabilities: the ceiling)")
     print(f"wrote {out}")
     return 0
 

@@ -36,5 +36,26 @@ def main(args) -> int:
     _step("report", ["report", "--run", str(run)])
     user = json.loads(Path(DATA_DIR, "movielens_qwen3_eval.jsonl").open().readline())["user_id"]
     _step("recommend", ["recommend", "--run", str(run), "--user", str(user), "--top-k", "5", "--device", "cpu"])
+    print("\n" + summary(run, Path(DATA_DIR)))
     print(f"\ndemo done: report at {run / 'report.md'}; TensorBoard: tensorboard --logdir {run / 'runs'}")
     return 0
+
+
+def summary(run: Path, data: Path) -> str:
+    """Did the model learn? Training loss first -> last, and eval AUC beside the baselines and the oracle."""
+    log = [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
+    losses = [line["loss"] for line in log if "loss" in line]
+    metrics = json.loads((run / "metrics.json").read_text())
+    baselines = json.loads((data / "baselines.json").read_text())
+    rows = [(f"LLM, fine-tuned ({metrics['checkpoint']})", metrics["metrics"]["overall"])]
+    rows += [(f"baseline: {name}", blocks["overall"]) for name, blocks in baselines["baselines"].items()]
+    if baselines.get("oracle"):
+        rows.append(("oracle (true probabilities)", baselines["oracle"]["metrics"]["overall"]))
+    lines = [f"training loss: {losses[0]:.3f} at the first log -> {losses[-1]:.3f} at the last" if losses else
+             "training loss: not logged", f"{'eval AUC on ' + str(metrics['n']) + ' examples':<34} {'AUC':>6} {'UAUC':>6}"]
+    lines += [f"{name:<34} {_num(m.get('auc'))} {_num(m.get('uauc'))}" for name, m in rows]
+    return "\n".join(lines)
+
+
+def _num(x) -> str:
+    return f"{x:6.3f}" if x is not None else "     —"

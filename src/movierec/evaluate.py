@@ -90,6 +90,11 @@ def main(args) -> int:
               f"log loss {_fmt(metrics['overall']['log_loss'])}  ({len(records)} examples in {seconds:.1f}s, "
               f"{len(records) / seconds:.0f}/s)")
 
+    oracle = _oracle(eval_file(lf_args).parent, len(records))
+    if oracle:
+        o = oracle["metrics"]["overall"]
+        print(f"oracle (true probabilities, the ceiling): AUC {_fmt(o['auc'])}  UAUC {_fmt(o['uauc'])}  "
+              f"log loss {_fmt(o['log_loss'])}")
     best = best_checkpoint(run)
     main_name = best.name if best is not None and best.name in results else ckpts[-1].name
     probs, metrics, seconds = results[main_name]
@@ -99,10 +104,22 @@ def main(args) -> int:
     atomic_write_json(run / "metrics.json", {
         "checkpoint": main_name, "n": len(records), "device": device, "batch_size": batch_size,
         "seconds": round(seconds, 3), "examples_per_second": round(len(records) / seconds, 2),
-        "metrics": metrics, "per_checkpoint": per_checkpoint,
+        "metrics": metrics, "per_checkpoint": per_checkpoint, "oracle": oracle,
     })
     print(f"wrote {run / 'metrics.json'} and {run / 'predictions.jsonl'} ({main_name})")
     return 0
+
+
+def _oracle(data_dir: Path, n_scored: int) -> dict[str, Any] | None:
+    """The prepared data's oracle metrics (synthetic data), when the whole eval set was scored."""
+    try:
+        manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    oracle = manifest.get("oracle")
+    if not oracle or oracle["metrics"]["overall"].get("n") != n_scored:
+        return None
+    return oracle
 
 
 def _fmt(x) -> str:

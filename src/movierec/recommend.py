@@ -88,4 +88,6 @@ def main(args) -> int:
     print(f"top {len(order)} of {len(records)} candidates for user {args.user} ({ckpt.name}):")
     for rank, i in enumerate(order, 1):
         print(f"{rank:>3}. P(Yes)={probs[i]:.3f}  {movie_ids[i]:>7}  {titles.at[movie_ids[i]]}")
+    q = np.quantile(probs, [0, 0.5, 1])
+    print(f"P(Yes) over all {len(probs)} candidates: min {q[0]:.3f}, median {q[1]:.3f}, max {q[2]:.3f}")
     return 0

@@ -525,6 +525,11 @@ def _quality(run: dict, plots: dict[str, str]) -> str:
                    f"cutoff_timestamp {base.get('cutoff_timestamp')}, scored on the same eval examples).\n\n")
     else:
         out.append(f"Baselines {NA} (no {run['baselines_path'] or 'baselines.json'}: run `movierec baselines`).\n\n")
+    oracle = (base or {}).get("oracle") or (m or {}).get("oracle")
+    if oracle:
+        models["oracle (true probabilities)"] = oracle["metrics"]
+        out.append("The oracle row scores the synthetic generator's true like-probabilities: the ceiling "
+                   "any model can reach on this data.\n\n")
     rows = [_metric_rows(name, blocks, group) for group in ("overall", "warm", "cold")
             for name, blocks in models.items() if group in blocks]
     out.append(_table(["Model", "Users", *(c for c, _ in METRIC_COLUMNS)], rows))
@@ -600,6 +605,9 @@ def write_plots(run: dict, plot_dir: Path) -> dict[str, str]:
                 v = blocks["overall"].get("auc")
                 if v is not None:
                     ax.axhline(v, ls="--", lw=1, color=f"C{i + 1}", label=f"{b} baseline")
+            oracle = run["baselines"].get("oracle")
+            if oracle and oracle["metrics"]["overall"].get("auc") is not None:
+                ax.axhline(oracle["metrics"]["overall"]["auc"], ls=":", lw=1.5, color="k", label="oracle (ceiling)")
         ax.set(xlabel="optimizer step", ylabel=label, title=f"{label} — {run['resolved'].get('run_name', '')}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))

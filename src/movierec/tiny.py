@@ -3,6 +3,10 @@
 Same architecture class as Qwen/Qwen3-0.6B (`Qwen3ForCausalLM`), a few small layers, and a
 byte-level BPE tokenizer trained with `tokenizers` on prompt-like text, with Qwen's ChatML
 special tokens and chat template, and "Yes" / "No" as single tokens like Qwen3's own vocabulary.
+
+It is built so that LoRA can adapt it (see EMBED_STD): fine-tuning it on the demo data teaches it
+the answer format within a few dozen steps and then ranks movies well above chance, so the demo
+and the tests can tell a working pipeline from a broken one.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ TINY_ARCH = dict(
     tie_word_embeddings=True,
 )
 VOCAB_SIZE = 2048
+# Qwen3's initialisation (std 0.02) leaves a random tiny model's tied embedding / lm_head so small
+# that every output logit stays within about +-1.3 whatever the hidden state: LoRA adapts only the
+# linear layers, so it cannot move the output distribution and training stalls at the base rate
+# (measured: loss 6.3 -> 5.9 with LoRA; full fine-tuning, which trains the embedding, reaches 0.8).
+# With std 0.3 the final RMS-normed hidden state (norm ~ sqrt(hidden_size)) gives logits of std
+# ~2.4: LoRA learns the answer format in ~30 steps (loss 15.5 -> 0.4) and then the ranking.
+# The embedding is the only weight changed; nothing is pre-trained, so no data is seen before
+# fine-tuning.
+EMBED_STD = 0.3
 
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 INSTRUCTION = ("Given a user's movie ratings, predict whether the user will like the candidate movie. "
@@ -111,6 +124,8 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config)
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, EMBED_STD)  # tied: also the lm_head (see EMBED_STD)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)

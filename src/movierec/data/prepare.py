@@ -47,6 +47,9 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_data_config(args.config, args.override, input=args.input, out_dir=args.out)
     source = obtain_input(cfg)
     inputs = movielens.input_md5s(source)
+    truth = truth_file(source)
+    if truth is not None:
+        inputs[truth.name] = movielens.md5_file(truth)
     fingerprint = hashlib.sha256(json.dumps(
         {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "inputs": inputs}, sort_keys=True,
     ).encode()).hexdigest()
@@ -57,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     data = movielens.load(source)
     _log(f"read {data.ratings.num_rows:,} valid ratings of {data.movies.num_rows:,} movies", start)
-    files, summary = build(data, cfg)
+    files, summary = build(data, cfg, truth)
     _log("built examples", start)
     manifest = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "inputs": inputs,
                 "config": cfg.to_dict(), **summary,
@@ -93,8 +96,38 @@ def obtain_input(cfg: DataConfig) -> Path:
     return source
 
 
-def build(data: MovieLens, cfg: DataConfig) -> tuple[dict[str, bytes | pa.Buffer], dict[str, Any]]:
-    """Output file payloads by name, and the manifest's summary of them."""
+def truth_file(source: Path) -> Path | None:
+    """The synthetic generator's truth.parquet beside its CSVs (real MovieLens has none)."""
+    path = source / synth.TRUTH_FILE
+    return path if source.is_dir() and path.is_file() else None
+
+
+def oracle(truth: Path, users: np.ndarray, movies: np.ndarray, labels: np.ndarray, warm: np.ndarray,
+           like_threshold: float) -> dict[str, Any]:
+    """Metrics of the generator's true like-probabilities on the eval examples: the known ceiling."""
+    from movierec.metrics import compute_metrics
+
+    t = pq.read_table(truth)
+    noise = t.schema.metadata.get(b"noise_sd") if t.schema.metadata else None
+    if noise is None or not {USER, MOVIE, synth.MU, synth.STEP} <= set(t.column_names):
+        raise UserError(f"{truth}: not a truth file written by `movierec synth`")
+    keys = t[USER].to_numpy().astype(np.int64) << 32 | t[MOVIE].to_numpy().astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    wanted = users.astype(np.int64) << 32 | movies.astype(np.int64)
+    pos = order[np.searchsorted(keys, wanted, sorter=order).clip(max=len(keys) - 1)]
+    if (keys[pos] != wanted).any():
+        raise UserError(f"{truth}: has no true probability for {(keys[pos] != wanted).sum()} eval ratings "
+                        "(it belongs to other ratings: regenerate the input with `movierec synth`)")
+    p = synth.like_probability(t[synth.MU].to_numpy()[pos], t[synth.STEP].to_numpy()[pos], like_threshold,
+                               float(noise))
+    return {"source": "true like-probability of the synthetic generator (truth.parquet)",
+            "metrics": compute_metrics(labels, p, users, warm)}
+
+
+def build(data: MovieLens, cfg: DataConfig,
+          truth: Path | None = None) -> tuple[dict[str, bytes | pa.Buffer], dict[str, Any]]:
+    """Output file payloads by name, and the manifest's summary of them (with the oracle's metrics
+    when the input came with the generator's truth)."""
     r = data.ratings
     user, ts = r[USER].to_numpy(), r[TIMESTAMP].to_numpy()
     parts = split(user, ts, cfg)
@@ -124,6 +157,9 @@ def build(data: MovieLens, cfg: DataConfig) -> tuple[dict[str, bytes | pa.Buffer
         "prompt_chars": _describe(np.concatenate([train_chars, eval_chars])),
         "oddities": data.oddities,
     }
+    if truth is not None:
+        summary["oracle"] = oracle(truth, eval_users, r[MOVIE].to_numpy()[parts.eval.target], eval_label,
+                                   warm, cfg.like_threshold)
     return files, summary
 
 

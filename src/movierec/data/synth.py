@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from movierec.data.movielens import (
     GENRE_NAMES,
@@ -50,6 +51,21 @@ WORDS = np.array((
 FOREIGN = np.array(["Amélie", "Café", "Niño", "Über alles", "Søren", "Tōkyō monogatari", "Señorita",
                     "Crème brûlée", "Mañana", "Götterdämmerung", "Kraków", "Zoë", "Ça ira", "Déjà vu",
                     "Пётр", "東京", "Čapek", "Ænima"], dtype=object)
+# The rating model (see _stars). GENRE_EFFECT follows ML-25M's mean rating per genre minus their
+# average (Film-Noir, War, Documentary high; Horror, Comedy, Children low), doubled so that a small
+# model picks it up from a prompt's "Genres:" line within the demo's few minutes.
+GENRE_EFFECT = np.array([  # in GENRE_NAMES' order
+    -0.20, -0.10, 0.08, -0.28, -0.30, 0.24, 0.28, 0.22, -0.12, 0.72,  # Action .. Film-Noir
+    -0.48, 0.06, -0.04, 0.20, -0.06, -0.18, -0.10, 0.44, 0.04,  # Horror .. Western
+])
+MEAN_RATING = 3.55
+USER_BIAS_SD = 0.6  # how much kinder one user is than another (shown by the stars of the user's history)
+MOVIE_OWN_SD = 0.35  # quality not explained by genres, year or popularity (learnt per title)
+YEAR_EFFECT = 0.25  # per 25 years before 1995: old films people still rate are the good ones
+TASTE_SD = 0.5  # user x genre affinity (a CF model can learn it; a prompt shows history titles only)
+NOISE_SD = 0.7
+MU, STEP = "mu", "star_step"  # truth.parquet's columns besides userId, movieId
+TRUTH_FILE = "truth.parquet"
 RATING_TEXT = pa.array([f"{s / 2:.1f}" for s in range(1, 11)])  # "0.5" .. "5.0"
 
 
@@ -84,17 +100,21 @@ def _cap(n_movies: int) -> int:
     return max(MIN_PER_USER, n_movies // 2)
 
 
-def generate(n_users: int, n_movies: int, n_ratings: int, seed: int) -> tuple[pa.Table, pa.Table]:
-    """(ratings, movies) tables in ML column order; ratings sorted by (userId, movieId) as in ML."""
+def generate(n_users: int, n_movies: int, n_ratings: int, seed: int) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(ratings, movies, truth) tables; ratings in ML column order, sorted by (userId, movieId) as in ML.
+
+    truth has one row per rating (same order): the rating's noise-free mean `mu` and its star step
+    (0.5 or 1.0), from which `like_probability` gives the true P(rating >= threshold).
+    """
     rng = np.random.default_rng(seed)
-    movie_ids, titles, genre_mask = _movies(rng, n_movies)
+    movie_ids, titles, genre_mask, year = _movies(rng, n_movies)
     popularity = (rng.permutation(n_movies) + 30.0) ** -1.1  # Zipf-like over random ranks
     counts = _user_counts(rng, n_users, n_ratings, _cap(n_movies))
     keys = _pairs(rng, counts, popularity / popularity.sum())
     user, movie = keys // n_movies, keys % n_movies
     del keys
     ts = _timestamps(rng, user, n_users)
-    stars = _stars(rng, user, movie, ts, genre_mask, np.log(popularity))
+    stars, mu, step = _stars(rng, user, movie, ts, genre_mask, year, np.log(popularity))
     ratings = pa.table({
         USER: pa.array(user + 1, pa.int32()),
         MOVIE: pa.array(movie_ids[movie], pa.int32()),
@@ -105,11 +125,14 @@ def generate(n_users: int, n_movies: int, n_ratings: int, seed: int) -> tuple[pa
     uniq, inv = np.unique(codes, return_inverse=True)
     names = np.array(["|".join(g for i, g in enumerate(GENRE_NAMES) if c >> i & 1) or NO_GENRES for c in uniq])
     movies = pa.table({MOVIE: pa.array(movie_ids, pa.int32()), "title": titles, "genres": names[inv]})
-    return ratings, movies
+    truth = pa.table({USER: ratings[USER], MOVIE: ratings[MOVIE], MU: pa.array(mu, pa.float32()),
+                      STEP: pa.array(step, pa.float32())},
+                     metadata={b"noise_sd": str(NOISE_SD).encode()})
+    return ratings, movies, truth
 
 
-def _movies(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sparse ids (ML's run to 209,171 for 62,423 movies), titles with years, a genre mask (n x 19)."""
+def _movies(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sparse ids (ML's run to 209,171 for 62,423 movies), titles with years, a genre mask (n x 19), years."""
     ids = np.sort(rng.choice(np.arange(1, int(n * 3.35) + 2), n, replace=False))
     words = WORDS[rng.integers(0, len(WORDS), (3, n))]
     n_words = rng.integers(1, 4, n)
@@ -125,7 +148,7 @@ def _movies(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, n
     n_genres = np.where(rng.random(n) < 0.08, 0, 1 + np.minimum(rng.poisson(0.8, n), 4))
     scores = np.log(GENRE_WEIGHTS) + rng.gumbel(size=(n, len(GENRE_NAMES)))
     rank = np.argsort(np.argsort(-scores, axis=1), axis=1)
-    return ids, title, rank < n_genres[:, None]
+    return ids, title, rank < n_genres[:, None], year
 
 
 def _user_counts(rng: np.random.Generator, n_users: int, n_ratings: int, cap: int) -> np.ndarray:
@@ -183,23 +206,48 @@ def _timestamps(rng: np.random.Generator, user: np.ndarray, n_users: int) -> np.
     return (start[user] + span[user] * rng.random(len(user)) ** 2).astype(np.int64)
 
 
-def _stars(rng: np.random.Generator, user: np.ndarray, movie: np.ndarray, ts: np.ndarray,
-           genre_mask: np.ndarray, log_pop: np.ndarray) -> np.ndarray:
-    """Ratings in half stars (1..10): bias + quality + genre affinity + noise, rounded."""
+def _stars(rng: np.random.Generator, user: np.ndarray, movie: np.ndarray, ts: np.ndarray, genre_mask: np.ndarray,
+           year: np.ndarray, log_pop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ratings in half stars (1..10), each rating's noise-free mean and its star step (0.5 or 1).
+
+    mean = MEAN_RATING + user bias + movie quality + user-genre taste; rating = round(mean + noise).
+    Quality = the movie's genres' GENRE_EFFECT + an older-is-better year effect + popularity + its own
+    part, so the candidate's genres and year in a prompt carry signal, and the history's stars show
+    the user's bias: a model reading prompts has something to learn, not only a CF model.
+    """
     n_users, n_movies = int(user.max()) + 1, len(genre_mask)
-    bias = rng.normal(0, 0.45, n_users)
+    bias = rng.normal(0, USER_BIAS_SD, n_users)
+    share = genre_mask / np.maximum(genre_mask.sum(1, keepdims=True), 1)
     # popular movies are better, centred on the average rating (not the average movie)
     pop = np.exp(log_pop - log_pop.max())
-    quality = rng.normal(0, 0.45, n_movies) + 0.2 * (log_pop - (pop * log_pop).sum() / pop.sum()) / log_pop.std()
-    affinity = rng.normal(0, 0.9, (n_users, genre_mask.shape[1])).astype(np.float32)
-    genres = (genre_mask / np.maximum(genre_mask.sum(1, keepdims=True), 1)).astype(np.float32)
+    quality = (share @ GENRE_EFFECT + YEAR_EFFECT * np.clip((1995 - year) / 25, -1, 2)
+               + 0.2 * (log_pop - (pop * log_pop).sum() / pop.sum()) / log_pop.std()
+               + rng.normal(0, MOVIE_OWN_SD, n_movies))
+    affinity = rng.normal(0, TASTE_SD, (n_users, genre_mask.shape[1])).astype(np.float32)
+    share = share.astype(np.float32)
     taste = np.empty(len(user), dtype=np.float32)
     for lo in range(0, len(user), 1 << 21):  # chunks keep the (chunk x 19) temporaries small
         s = slice(lo, lo + (1 << 21))
-        taste[s] = np.einsum("ij,ij->i", affinity[user[s]], genres[movie[s]])
-    raw = 3.65 + bias[user] + quality[movie] + taste + rng.normal(0, 0.7, len(user))
+        taste[s] = np.einsum("ij,ij->i", affinity[user[s]], share[movie[s]])
+    mu = (MEAN_RATING + bias[user] + quality[movie] + taste).astype(np.float32)
+    raw = mu + rng.normal(0, NOISE_SD, len(user))
     half = (ts >= HALF_STARS_FROM) & (rng.random(n_users) < 0.7)[user]
-    return np.where(half, np.clip(np.rint(raw * 2), 1, 10), 2 * np.clip(np.rint(raw), 1, 5)).astype(np.int64)
+    stars = np.where(half, np.clip(np.rint(raw * 2), 1, 10), 2 * np.clip(np.rint(raw), 1, 5)).astype(np.int64)
+    return stars, mu, np.where(half, 0.5, 1.0).astype(np.float32)
+
+
+def like_probability(mu: np.ndarray, step: np.ndarray, threshold: float, noise_sd: float = NOISE_SD) -> np.ndarray:
+    """True P(rating >= threshold) of ratings drawn as round(mu + N(0, noise_sd)) to `step` stars.
+
+    A rating reaches the threshold when mu + noise reaches the rounding boundary below it, half a
+    step under the smallest allowed rating >= threshold; the lowest rating (one step) is always reached.
+    """
+    from scipy.special import ndtr
+
+    mu, step = np.asarray(mu, np.float64), np.asarray(step, np.float64)
+    first = np.ceil(threshold / step - 1e-9)  # smallest rating >= threshold, in steps
+    boundary = (first - 0.5) * step
+    return np.where(first <= 1, 1.0, ndtr((mu - boundary) / noise_sd))
 
 
 def movies_csv(movies: pa.Table) -> bytes:
@@ -215,12 +263,15 @@ def write(out: Path, n_users: int, n_movies: int, n_ratings: int, seed: int, for
     existing = [p for p in (out / RATINGS_CSV, out / MOVIES_CSV) if p.exists()]
     if existing and not force:
         raise UserError(f"{existing[0]} exists; pass --force to overwrite")
-    ratings, movies = generate(n_users, n_movies, n_ratings, seed)
+    ratings, movies, truth = generate(n_users, n_movies, n_ratings, seed)
     sink = pa.BufferOutputStream()
     pacsv.write_csv(ratings, sink, pacsv.WriteOptions(quoting_style="none", quoting_header="none",
                                                       batch_size=1 << 16))
     atomic_write_bytes(out / MOVIES_CSV, movies_csv(movies))
     atomic_write_bytes(out / RATINGS_CSV, sink.getvalue())
+    truth_sink = pa.BufferOutputStream()
+    pq.write_table(truth, truth_sink)
+    atomic_write_bytes(out / TRUTH_FILE, truth_sink.getvalue())
 
 
 def main(args: argparse.Namespace) -> int:
