@@ -58,3 +58,24 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedPr
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def ml100k_raw(tmp_path_factory) -> Path:
+    """Real MovieLens-100K in its own layout (u.data + u.item), converted from the recbole wheel on PyPI
+    (cached outside the repository, see tests/ml100k.py). Skips only when the registry cannot be reached."""
+    from ml100k import cache_dir, fetch_wheel, write_ml100k
+
+    return write_ml100k(tmp_path_factory.mktemp("ml100k") / "raw", fetch_wheel(cache_dir()))
+
+
+@pytest.fixture(scope="session")
+def ml100k_prepared(ml100k_raw, tmp_path_factory) -> Path:
+    """ml100k_raw prepared with configs/data/movielens_100k.yaml (40,000 train / 4,450 eval examples).
+    Shared by every test of the session: write beside it, not into it."""
+    from movierec.cli import main
+
+    out = tmp_path_factory.mktemp("ml100k") / "prepared"
+    assert main(["prepare", "--config", str(ROOT / "configs/data/movielens_100k.yaml"), "--input", str(ml100k_raw),
+                 "--out", str(out)]) == 0
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -283,6 +284,21 @@ def test_shipped_configs_load():
         assert text.startswith("# movierec prepare --config"), path
         keys = [line for line in text.splitlines() if line and not line.startswith((" ", "#"))]
         assert all("#" in line for line in keys), f"{path}: every key needs a comment"
+
+
+@pytest.mark.parametrize("release", ["100k", "1m", "10m", "20m", "25m", "32m"])
+def test_every_release_has_a_config(release):
+    """Each release downloads from GroupLens with an md5, and differs from the reference only in its counts."""
+    cfg = load_data_config(ROOT / f"configs/data/movielens_{release}.yaml")
+    assert cfg.url == f"https://files.grouplens.org/datasets/movielens/ml-{release}.zip"
+    assert Path(cfg.input) == Path("data/raw") / f"ml-{release}.zip" and cfg.synth is None
+    assert re.fullmatch(r"[0-9a-f]{32}", cfg.md5)
+    reference = DataConfig()
+    same = ("history_len", "min_history", "like_threshold", "cutoff_quantile", "seed", "instruction")
+    assert all(getattr(cfg, k) == getattr(reference, k) for k in same)
+    assert 0 < cfg.n_eval <= cfg.n_train <= reference.n_train
+    md5s = {load_data_config(p).md5 for p in (ROOT / "configs/data").glob("movielens_*.yaml")}
+    assert len(md5s) == 6
 
 
 def test_demo_config_generates_its_input(tmp_path):

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="build the Yes/No train/eval datasets from MovieLens")
     p.add_argument("--config", required=True, help="data YAML (configs/data/)")
-    p.add_argument("--input", help="ml-25m.zip or a folder with ratings.csv + movies.csv (overrides the config)")
+    p.add_argument("--input", help="a MovieLens zip (any release) or its extracted folder (overrides the config)")
     p.add_argument("--out", help="output folder (overrides the config's out_dir)")
     _add_override(p)
     p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")

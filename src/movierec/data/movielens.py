@@ -1,26 +1,17 @@
-"""MovieLens files: column names, reading with schema checks, and the cleaning later stages rely on.
+"""MovieLens data: the one schema every release layout is read into, its checks, and the cleaning later
+stages rely on. Reading the files of each layout is layouts.py's job.
 
-`load` returns ratings sorted by (userId, timestamp, movieId), one row per (user, movie). That order
-defines "earlier" everywhere: a rating's history is the ratings of the same user with a strictly
+`layouts.load` returns ratings sorted by (userId, timestamp, movieId), one row per (user, movie). That
+order defines "earlier" everywhere: a rating's history is the ratings of the same user with a strictly
 smaller timestamp (see split.py), so ratings from the same second never see each other.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import re
-import zipfile
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from movierec.errors import UserError
 
@@ -42,104 +33,29 @@ class MovieLens:
     ratings: pa.Table  # RATINGS_SCHEMA, sorted by (userId, timestamp, movieId), unique (userId, movieId)
     movies: pa.Table  # MOVIES_SCHEMA, sorted by movieId, titles stripped
     oddities: dict[str, int]  # what was dropped or tolerated, for the manifest
+    layout: str  # the release layout read (layouts.LAYOUTS)
 
 
-def md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+def clean(ratings: pa.Table, movies: pa.Table, layout: str, where: tuple[str, str], first_line: int,
+          oddities: dict[str, int]) -> MovieLens:
+    """Check and clean what a layout reader read (see layouts.py) into the one schema.
 
-
-def input_md5s(source: Path) -> dict[str, str]:
-    """md5 of the zip, or of both CSVs of a folder, keyed by file name."""
-    if source.is_dir():
-        files = [source / RATINGS_CSV, source / MOVIES_CSV]
-        for f in files:
-            if not f.is_file():
-                raise UserError(f"{f}: file not found")
-        return {f.name: md5_file(f) for f in files}
-    return {source.name: md5_file(source)}
-
-
-def load(source: Path) -> MovieLens:
-    """Read, check and clean ratings.csv + movies.csv from a folder or a zip such as ml-25m.zip.
-
-    Raises UserError for anything that cannot be MovieLens data; tolerated oddities are counted.
+    Args:
+        ratings: RATINGS_SCHEMA columns in file order. movies: MOVIES_SCHEMA columns, genres as in movies.csv.
+        where: how to name the ratings file and the movies file in errors.
+        first_line: line number of the ratings file's first row (2 below a header), for errors.
+        oddities: the layout's own counts; the ones all layouts share are added here.
     """
-    movies, oddities = _clean_movies(_read_csv(source, MOVIES_CSV, MOVIES_SCHEMA), _where(source, MOVIES_CSV))
-    ratings, dropped = _clean_ratings(_read_ratings(source), movies[MOVIE].to_numpy())
-    return MovieLens(ratings, movies, oddities | dropped)
+    header = ", only a header" if first_line > 1 else ""
+    movies, movie_oddities = _clean_movies(movies, where[1], header)
+    cols = _check_ratings(ratings, where[0], first_line, header)
+    ratings, dropped = _clean_ratings(cols, movies[MOVIE].to_numpy(), where[0])
+    return MovieLens(ratings, movies, oddities | movie_oddities | dropped, layout)
 
 
-def _where(source: Path, name: str) -> str:
-    return str(source / name) if source.is_dir() else f"{source}:{name}"
-
-
-@contextmanager
-def _open(source: Path, name: str) -> Iterator[IO[bytes]]:
-    """A binary file `name` from a folder, or from a zip archive at any depth (ml-25m/ratings.csv)."""
-    if source.is_dir():
-        path = source / name
-        if not path.is_file():
-            raise UserError(f"{path}: file not found")
-        with open(path, "rb") as f:
-            yield f
-        return
-    if not source.is_file():
-        raise UserError(f"{source}: not found")
-    try:
-        archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise UserError(f"{source}: not a readable zip archive ({e}); a download may have been cut short") from None
-    with archive:
-        members = [m for m in archive.namelist() if m.rsplit("/", 1)[-1] == name]
-        if not members:
-            raise UserError(f"{source}: has no {name}")
-        with archive.open(min(members, key=len)) as f:
-            yield f
-
-
-def _read_csv(source: Path, name: str, schema: dict[str, pa.DataType]) -> pa.Table:
-    where = _where(source, name)
-    header: list[str] = []
-    try:
-        with _open(source, name) as f:
-            header = _check_header(where, f.readline(), list(schema))
-            f.seek(0)
-            return pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
-                column_types=schema, include_columns=list(schema),
-                null_values=[""], strings_can_be_null=False, quoted_strings_can_be_null=False))
-    except (pa.ArrowException, zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError) as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        # pyarrow counts columns from 0 ("In CSV column #2"); name the column instead
-        detail = re.sub(r"In CSV column #(\d+)",
-                        lambda m: f"column {header[int(m[1])]!r}" if int(m[1]) < len(header) else m[0], detail)
-        raise UserError(f"{where}: cannot be read: {detail}") from None
-
-
-def _check_header(where: str, line: bytes, columns: list[str]) -> list[str]:
-    """The header's column names; UserError when a required one is missing."""
-    if not line.strip():
-        raise UserError(f"{where}: empty file (expected a header: {','.join(columns)})")
-    found = [c.strip().strip('"') for c in line.decode("utf-8-sig", "replace").rstrip("\r\n").split(",")]
-    problems = []
-    for col in columns:
-        if col not in found:
-            close = difflib.get_close_matches(col, [f for f in found if f not in columns], n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}? it must be named {col!r})" if close else ""
-            problems.append(f"missing column {col!r}{hint}")
-    if problems:
-        raise UserError(f"{where}: {'; '.join(problems)}; header is {','.join(found)}")
-    return found
-
-
-def _read_ratings(source: Path) -> dict[str, np.ndarray]:
-    where = _where(source, RATINGS_CSV)
-    t = _read_csv(source, RATINGS_CSV, RATINGS_SCHEMA)
+def _check_ratings(t: pa.Table, where: str, first_line: int, header: str) -> dict[str, np.ndarray]:
     if t.num_rows == 0:
-        raise UserError(f"{where}: no ratings, only a header")
+        raise UserError(f"{where}: no ratings{header}")
     for col in RATINGS_SCHEMA:
         if n := t[col].null_count:
             raise UserError(f"{where}: {n} rows have an empty {col}")
@@ -148,13 +64,13 @@ def _read_ratings(source: Path) -> dict[str, np.ndarray]:
     bad = np.flatnonzero(~((r >= MIN_RATING) & (r <= MAX_RATING)))  # also catches NaN
     if len(bad):
         raise UserError(f"{where}: {len(bad)} ratings outside {MIN_RATING}..{MAX_RATING}"
-                        f" (first on line {bad[0] + 2}: {r[bad[0]]})")
+                        f" (first on line {bad[0] + first_line}: {r[bad[0]]})")
     return cols
 
 
-def _clean_movies(t: pa.Table, where: str) -> tuple[pa.Table, dict[str, int]]:
+def _clean_movies(t: pa.Table, where: str, header: str) -> tuple[pa.Table, dict[str, int]]:
     if t.num_rows == 0:
-        raise UserError(f"{where}: no movies, only a header")
+        raise UserError(f"{where}: no movies{header}")
     if n := t[MOVIE].null_count:
         raise UserError(f"{where}: {n} rows have an empty {MOVIE}")
     t = t.sort_by(MOVIE)
@@ -172,7 +88,7 @@ def _clean_movies(t: pa.Table, where: str) -> tuple[pa.Table, dict[str, int]]:
     return t, oddities
 
 
-def _clean_ratings(cols: dict[str, np.ndarray], movie_ids: np.ndarray) -> tuple[pa.Table, dict[str, int]]:
+def _clean_ratings(cols: dict[str, np.ndarray], movie_ids: np.ndarray, where: str) -> tuple[pa.Table, dict[str, int]]:
     """Drop ratings of unknown movies, keep the latest of repeated (user, movie) rows, sort.
 
     ML files come sorted by (userId, movieId); then no sort is needed to find repeats.
@@ -180,7 +96,7 @@ def _clean_ratings(cols: dict[str, np.ndarray], movie_ids: np.ndarray) -> tuple[
     user, movie, ts = cols[USER], cols[MOVIE], cols[TIMESTAMP]
     span = int(ts.max()) - int(ts.min())
     if span >= 2**32:
-        raise UserError(f"ratings: timestamps span {span} s (over 136 years); expected unix seconds")
+        raise UserError(f"{where}: timestamps span {span} s (over 136 years); expected unix seconds")
     # (user, movie) as one sortable int64: movie shifted into 0..2**32-1
     key = user.astype(np.int64) * 2**32 + (movie.astype(np.int64) + 2**31)
     if np.all(key[1:] >= key[:-1]):

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from movierec.data import movielens, synth
+from movierec.data import layouts, synth
 from movierec.data.config import DataConfig, load_data_config
 from movierec.data.download import download
 from movierec.data.movielens import GENRES, MOVIE, RATING, TIMESTAMP, TITLE, USER, MovieLens
@@ -34,7 +34,7 @@ from movierec.io import atomic_write_bytes, atomic_write_json
 TRAIN_NAME, EVAL_NAME = "movielens_qwen3_train", "movielens_qwen3_eval"
 DATASET_INFO, MANIFEST = "dataset_info.json", "manifest.json"
 RATINGS_PARQUET, MOVIES_PARQUET = "ratings.parquet", "movies.parquet"
-FORMAT_VERSION = 1  # bump when the output format changes, so old outputs count as stale
+FORMAT_VERSION = 2  # bump when the output format changes, so old outputs count as stale
 
 
 def dataset_info() -> dict[str, Any]:
@@ -46,10 +46,10 @@ def dataset_info() -> dict[str, Any]:
 def main(args: argparse.Namespace) -> int:
     cfg = load_data_config(args.config, args.override, input=args.input, out_dir=args.out)
     source = obtain_input(cfg)
-    inputs = movielens.input_md5s(source)
+    inputs = layouts.input_md5s(source)
     truth = truth_file(source)
     if truth is not None:
-        inputs[truth.name] = movielens.md5_file(truth)
+        inputs[truth.name] = layouts.md5_file(truth)
     fingerprint = hashlib.sha256(json.dumps(
         {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "inputs": inputs}, sort_keys=True,
     ).encode()).hexdigest()
@@ -58,12 +58,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"{out} is up to date (same inputs and config); pass --force to rebuild")
         return 0
     start = time.perf_counter()
-    data = movielens.load(source)
-    _log(f"read {data.ratings.num_rows:,} valid ratings of {data.movies.num_rows:,} movies", start)
+    data = layouts.load(source)
+    _log(f"read {data.ratings.num_rows:,} valid ratings of {data.movies.num_rows:,} movies "
+         f"({data.layout} layout)", start)
     files, summary = build(data, cfg, truth)
     _log("built examples", start)
     manifest = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "inputs": inputs,
-                "config": cfg.to_dict(), **summary,
+                "layout": data.layout, "config": cfg.to_dict(), **summary,
                 "files": {name: hashlib.md5(payload).hexdigest() for name, payload in sorted(files.items())}}
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # an interrupted rewrite must not look up to date
@@ -91,8 +92,8 @@ def obtain_input(cfg: DataConfig) -> Path:
         print(f"{source} not found; downloading {cfg.url}", file=sys.stderr)
         download(cfg.url, source, cfg.md5)
     else:
-        raise UserError(f"input {source}: not found (expected ml-25m.zip or a folder with ratings.csv and "
-                        "movies.csv); pass --input PATH")
+        raise UserError(f"input {source}: not found (expected a MovieLens zip such as ml-25m.zip or ml-100k.zip, "
+                        "or its extracted folder); pass --input PATH")
     return source
 
 

@@ -1,6 +1,6 @@
 """Temporal split without leakage: which ratings become train / eval targets, and their histories.
 
-Rows are ratings sorted by (userId, timestamp, movieId) (see movielens.load).
+Rows are ratings sorted by (userId, timestamp, movieId) (see layouts.load).
 - History: a target's history is the same user's ratings with a strictly smaller timestamp (never the
   target, never a rating from the same second), the `history_len` latest of them; within one second
   the larger movieId counts as later.
