@@ -57,11 +57,15 @@ def test_real_ml100k_has_no_leakage(real):
     assert max(r["timestamp"] for r in train) < cutoff <= min(r["timestamp"] for r in eval_)
     targets = [(r["user_id"], r["movie_id"]) for r in train + eval_]
     assert len(set(targets)) == len(targets)
-    # every history holds only ratings strictly earlier than its target: at most that many, one line each
+    # every history holds only ratings strictly earlier than its target (eval: minus the other eval
+    # targets, which no eval prompt shows): at most that many, one line each
     ratings = real["ratings"]
     examples = pd.DataFrame([{k: r[k] for k in ("user_id", "timestamp", "history_len")} for r in train + eval_])
+    eval_ts = pd.DataFrame([{k: r[k] for k in ("user_id", "timestamp")} for r in eval_])
+    skip = {u: np.sort(g.timestamp.to_numpy()) for u, g in eval_ts.groupby("user_id")}
     ts_by_user = {u: np.sort(g.timestamp.to_numpy()) for u, g in ratings.groupby("userId")}
     earlier = np.array([np.searchsorted(ts_by_user[u], t) for u, t in zip(examples.user_id, examples.timestamp)])
+    earlier[len(train):] -= [np.searchsorted(skip[u], t) for u, t in zip(eval_ts.user_id, eval_ts.timestamp)]
     assert (examples.history_len <= np.minimum(earlier, CONFIG.history_len)).all()
     assert (examples.history_len == np.minimum(earlier, CONFIG.history_len)).all()
     assert (earlier >= CONFIG.min_history).all()

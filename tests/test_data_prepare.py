@@ -65,11 +65,17 @@ def test_histories_are_strictly_earlier_and_match_render_input(prepared):
     ratings, movies = prepared.ratings, prepared.movies.set_index("movieId")
     assert ratings.duplicated(["userId", "timestamp"]).any(), "test data should hold same-second ratings"
     by_user = dict(list(ratings.groupby("userId")))
+    eval_targets = {(r["user_id"], r["movie_id"]) for r in prepared.eval}
+    skipped = 0
     for rec in prepared.train + prepared.eval:
         mine = by_user[rec["user_id"]]
         target = mine[mine.movieId == rec["movie_id"]]
         assert target.timestamp.tolist() == [rec["timestamp"]] and target.rating.tolist() == [rec["rating"]]
         earlier = mine[mine.timestamp < rec["timestamp"]].sort_values(["timestamp", "movieId"])
+        if (rec["user_id"], rec["movie_id"]) in eval_targets:  # eval prompts never show other eval targets
+            other = earlier.movieId.map(lambda m: (rec["user_id"], m) in eval_targets)
+            skipped += int(other.sum())
+            earlier = earlier[~other]
         assert len(earlier) >= CONFIG["min_history"]
         history = earlier.tail(CONFIG["history_len"])
         assert rec["history_len"] == len(history)
@@ -77,6 +83,7 @@ def test_histories_are_strictly_earlier_and_match_render_input(prepared):
                                 movies.loc[rec["movie_id"], "title"], movies.loc[rec["movie_id"], "genres"],
                                 CONFIG["like_threshold"])
         assert rec["input"] == expected
+    assert skipped > 0, "test data should hold users with several eval targets"
 
 
 def test_ties_in_time_never_enter_a_history():
@@ -88,7 +95,21 @@ def test_ties_in_time_never_enter_a_history():
     assert parts.cutoff == 20 and parts.eligible_train == 2 and parts.eligible_eval == 4
     got = {int(t): ex.history[ex.owner == i].tolist()
            for ex in (parts.train, parts.eval) for i, t in enumerate(ex.target)}
-    assert got == {1: [0], 2: [0], 3: [0], 4: [2, 3], 6: [5], 7: [5, 6]}
+    # row 4 is an eval target like rows 1-3, so its history skips them: each eval rating is seen once
+    assert got == {1: [0], 2: [0], 3: [0], 4: [0], 6: [5], 7: [5, 6]}
+
+
+def test_skipping_other_eval_targets_keeps_min_history():
+    """A user whose latest ratings are all eval targets: each prompt skips the others and still shows
+    min_history ratings (the eligible targets sit min_history rows after the user's first)."""
+    user = np.array([1] * 7 + [2] * 5)
+    ts = np.array([10, 11, 12, 13, 14, 15, 16, 1, 2, 3, 4, 5])
+    cfg = DataConfig(n_train=1, n_eval=3, history_len=10, min_history=4, cutoff_quantile=0.6)
+    parts = split(user, ts, cfg)
+    ex = parts.eval
+    assert sorted(ex.target.tolist()) == [4, 5, 6]
+    assert {int(t): ex.history[ex.owner == i].tolist() for i, t in enumerate(ex.target)} == {
+        4: [0, 1, 2, 3], 5: [0, 1, 2, 3], 6: [0, 1, 2, 3]}
 
 
 def test_warm_and_cold_eval_users(prepared):

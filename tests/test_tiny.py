@@ -9,7 +9,7 @@ from movierec.cli import main
 
 def test_make_tiny_model_builds_a_loadable_qwen3(tmp_path):
     out = tmp_path / "tiny"
-    assert main(["make-tiny-model", str(out)]) == 0
+    assert main(["make-tiny-model", str(out), "--pretrain-steps", "3"]) == 0  # the full build: tiny_model fixture
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["Qwen3ForCausalLM"] and config["model_type"] == "qwen3"
     tokenizer = AutoTokenizer.from_pretrained(out)
@@ -34,3 +34,21 @@ def test_make_tiny_model_never_replaces_an_unrelated_folder(tmp_path, capsys):
     (keep / "important.txt").write_text("x")
     assert main(["make-tiny-model", str(keep)]) == 2
     assert "holds no model" in capsys.readouterr().err and (keep / "important.txt").exists()
+
+
+def test_tiny_model_is_adaptable(tiny_model):
+    """What lets LoRA adapt it: logits with room to move (a random Qwen3-init tiny model keeps them
+    within about +-1.3), and pre-training that made prompt text predictable."""
+    import torch
+
+    from movierec.tiny import INSTRUCTION, QWEN_SYSTEM, _corpus
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    text = [t for t in _corpus(99, prompts=3) if t.startswith("The user")][0]  # unseen random prompt
+    ids = tokenizer(f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n<|im_start|>user\n{INSTRUCTION}\n{text}<|im_end|>\n",
+                    return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=ids)
+    assert out.logits.std() > 2.0
+    assert out.loss < 2.0  # an untrained model of this vocabulary is near ln(2048) = 7.6 or far above

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from movierec.errors import UserError
+from movierec.tiny import PRETRAIN_STEPS
 
 # command -> "module:function"; each function takes the parsed argparse.Namespace.
 COMMANDS = {
@@ -60,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
 
-    p = sub.add_parser("make-tiny-model", help="build a tiny random Qwen3 + tokenizer offline (for the demo and tests)")
+    p = sub.add_parser("make-tiny-model", help="build a tiny Qwen3 + tokenizer offline (for the demo and tests)")
     p.add_argument("out", help="output folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS,
+                   help="causal-LM steps on prompt-shaped text with random content (0: random weights)")
 
     p = sub.add_parser("synth", help="write MovieLens-25M-format CSVs with a learnable taste signal")
     p.add_argument("--out", required=True, help="output folder (ratings.csv, movies.csv)")

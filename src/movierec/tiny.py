@@ -4,9 +4,11 @@ Same architecture class as Qwen/Qwen3-0.6B (`Qwen3ForCausalLM`), a few small lay
 byte-level BPE tokenizer trained with `tokenizers` on prompt-like text, with Qwen's ChatML
 special tokens and chat template, and "Yes" / "No" as single tokens like Qwen3's own vocabulary.
 
-It is built so that LoRA can adapt it (see EMBED_STD): fine-tuning it on the demo data teaches it
-the answer format within a few dozen steps and then ranks movies well above chance, so the demo
-and the tests can tell a working pipeline from a broken one.
+It is built so that LoRA can adapt it: its embedding gives the logits a usable range (EMBED_STD),
+and a short causal-LM pre-training on prompt-shaped text with random titles, stars and genres
+(`pretrain`) gives its attention the structure of a prompt. Fine-tuned on the demo data it learns
+the answer format within a few dozen steps and then ranks movies by the user's history and by the
+candidate, so the demo and the tests can tell a working pipeline from a broken one.
 """
 
 from __future__ import annotations
@@ -44,9 +46,15 @@ VOCAB_SIZE = 2048
 # (measured: loss 6.3 -> 5.9 with LoRA; full fine-tuning, which trains the embedding, reaches 0.8).
 # With std 0.3 the final RMS-normed hidden state (norm ~ sqrt(hidden_size)) gives logits of std
 # ~2.4: LoRA learns the answer format in ~30 steps (loss 15.5 -> 0.4) and then the ranking.
-# The embedding is the only weight changed; nothing is pre-trained, so no data is seen before
-# fine-tuning.
 EMBED_STD = 0.3
+# Pre-training (all weights, fp32, ~40 s on 2 CPU cores): next-token prediction on prompts rendered
+# as `prepare` renders them, but with random titles, stars and genres (`_corpus`), so the model
+# learns the format, not any data set's ratings or answers. Without it, LoRA on the demo data learns
+# the user's history (AUC 0.78) but hardly the candidate (per-user AUC 0.50); with it, per-user AUC
+# 0.63 (same data, same 750 steps).
+PRETRAIN_STEPS = 300
+PRETRAIN_BATCH = 32
+PRETRAIN_LR = 3e-3
 
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 INSTRUCTION = ("Given a user's movie ratings, predict whether the user will like the candidate movie. "
@@ -107,8 +115,38 @@ def build_tokenizer(seed: int = 0):
     return fast
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a tiny random `Qwen3ForCausalLM` + tokenizer to `out_dir`; return the folder."""
+def pretrain(model, tokenizer, seed: int = 0, steps: int = PRETRAIN_STEPS) -> list[float]:
+    """Causal-LM training of every weight on prompt-shaped text without answers; returns the losses."""
+    import torch
+
+    texts = [f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n<|im_start|>user\n{INSTRUCTION}\n{text}<|im_end|>\n"
+             for text in _corpus(seed + 1, prompts=4000) if text.startswith("The user")]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
+    losses = []
+    model.train()
+    for _ in range(steps):
+        batch = rng.sample(encoded, PRETRAIN_BATCH)
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, x in enumerate(batch):
+            ids[row, : len(x)], mask[row, : len(x)] = torch.tensor(x), 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def build_tiny_model(out_dir: str | Path, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> Path:
+    """Write a tiny `Qwen3ForCausalLM` (pre-trained on prompt-shaped text) + tokenizer to `out_dir`."""
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
@@ -126,6 +164,8 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     model = Qwen3ForCausalLM(config)
     with torch.no_grad():
         model.get_input_embeddings().weight.normal_(0.0, EMBED_STD)  # tied: also the lm_head (see EMBED_STD)
+    if pretrain_steps:
+        pretrain(model, tokenizer, seed, pretrain_steps)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
@@ -146,5 +186,7 @@ def main(args) -> None:
         raise UserError(f"{args.out} is a non-empty folder that holds no model; pick a new folder")
     if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
         raise UserError(f"{args.out} holds the current directory; pick a new folder")
-    path = build_tiny_model(out, seed=args.seed)
+    if args.pretrain_steps < 0:
+        raise UserError("--pretrain-steps must be >= 0")
+    path = build_tiny_model(out, seed=args.seed, pretrain_steps=args.pretrain_steps)
     print(f"tiny Qwen3 written to {path}")

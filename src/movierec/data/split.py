@@ -4,6 +4,9 @@ Rows are ratings sorted by (userId, timestamp, movieId) (see layouts.load).
 - History: a target's history is the same user's ratings with a strictly smaller timestamp (never the
   target, never a rating from the same second), the `history_len` latest of them; within one second
   the larger movieId counts as later.
+- Eval examples are independent: an eval target's history skips the other eval targets, so each eval
+  rating is seen once, as its own answer, never inside another eval prompt (where its label would
+  leak into another example, and a user's examples would score each other).
 - Eligibility: a target needs at least `min_history` such earlier ratings.
 - Cutoff: the `cutoff_quantile` of all rating timestamps (an actual timestamp, method "lower").
   Train targets are strictly earlier than it, eval targets at or after it, so every eval target is
@@ -62,15 +65,34 @@ def split(user: np.ndarray, ts: np.ndarray, cfg: DataConfig) -> Split:
             f"{len(eval_pool):,} eval targets after it (with at least min_history={cfg.min_history} earlier "
             f"ratings), but n_train={cfg.n_train:,} and n_eval={cfg.n_eval:,} requested; lower them or "
             f"min_history, or move cutoff_quantile={cfg.cutoff_quantile}")
-    picks = [np.random.default_rng([cfg.seed, stream]).choice(pool, size, replace=False)
-             for stream, (pool, size) in enumerate([(train_pool, cfg.n_train), (eval_pool, cfg.n_eval)])]
-    train, eval_ = (_examples(t, second_start[t], earlier[t], cfg.history_len) for t in picks)
-    return Split(cutoff, train, eval_, len(train_pool), len(eval_pool))
+    train = np.random.default_rng([cfg.seed, 0]).choice(train_pool, cfg.n_train, replace=False)
+    train_ex = _examples(train, second_start[train], earlier[train], cfg.history_len)
+    chosen = np.random.default_rng([cfg.seed, 1]).choice(eval_pool, cfg.n_eval, replace=False)
+    return Split(cutoff, train_ex, _eval_examples(chosen, cfg, second_start, user_start, n),
+                 len(train_pool), len(eval_pool))
 
 
-def _examples(target: np.ndarray, end: np.ndarray, earlier: np.ndarray, history_len: int) -> Examples:
-    """History rows [end - h, end) per target, h = min(history_len, earlier)."""
+def _eval_examples(chosen: np.ndarray, cfg: DataConfig, second_start: np.ndarray, user_start: np.ndarray,
+                   n_rows: int) -> Examples:
+    """Eval examples whose histories skip every other eval target.
+
+    Skipping never leaves fewer than min_history ratings: the eval targets among a target's earlier
+    ratings are eligible themselves, so each lies at least min_history rows after its user's first.
+    """
+    kept = np.ones(n_rows, dtype=bool)
+    kept[chosen] = False
+    before = np.concatenate([[0], np.cumsum(kept)])  # kept rows before each row index
+    earlier = before[second_start[chosen]] - before[user_start[chosen]]
+    assert (earlier >= cfg.min_history).all()
+    return _examples(chosen, before[second_start[chosen]], earlier, cfg.history_len, rows=np.flatnonzero(kept))
+
+
+def _examples(target: np.ndarray, end: np.ndarray, earlier: np.ndarray, history_len: int,
+              rows: np.ndarray | None = None) -> Examples:
+    """History rows [end - h, end) per target, h = min(history_len, earlier); positions index `rows`
+    (the rows a history may use) when given, else the rows themselves."""
     length = np.minimum(earlier, history_len)
     owner = np.repeat(np.arange(len(target)), length)
     offset = np.arange(len(owner)) - np.repeat(np.cumsum(length) - length, length)
-    return Examples(target, np.repeat(end - length, length) + offset, owner, length)
+    history = np.repeat(end - length, length) + offset
+    return Examples(target, history if rows is None else rows[history], owner, length)
