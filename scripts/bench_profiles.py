@@ -106,7 +106,7 @@ def plan_parts(args) -> list[tuple[str, list[str], float, bool]]:
     overrides = [x for o in args.override for x in ("--override", o)]
     ref_overrides = [x for o in REFERENCE_RUN for x in ("--override", o)]
     parts = [("reference", ["--config", args.reference, "--steps", str(args.reference_steps), *common,
-                            *ref_overrides, *overrides], args.part_limit_s, False)]
+                            *overrides, *ref_overrides], args.part_limit_s, False)]  # the reference run's shape wins
     for config in args.fast:
         parts.append((Path(config).stem, ["--config", config, "--steps", str(args.steps), *common, *overrides],
                       args.part_limit_s, False))

@@ -40,13 +40,18 @@ def estimate_steps(lf: dict[str, Any], n_examples: int, world_size: int = 1) -> 
     return plan
 
 
+def eval_interval(lf: dict[str, Any], total_steps: int) -> int | None:
+    """Optimizer steps between evaluations, as the Trainer reads eval_steps (< 1: a fraction of training)."""
+    if lf.get("eval_strategy", "no") != "steps":
+        return None
+    every = float(lf.get("eval_steps") or lf.get("logging_steps", 500))
+    return max(math.ceil(every * total_steps) if every < 1 else int(every), 1)
+
+
 def evaluations(lf: dict[str, Any], total_steps: int) -> int:
     """Evaluations during training, plus the one LLaMA-Factory runs after the last step (do_eval)."""
-    if lf.get("eval_strategy", "no") != "steps":
-        return 0
-    every = float(lf.get("eval_steps") or lf.get("logging_steps", 500))
-    every = math.ceil(every * total_steps) if every < 1 else int(every)  # < 1: a fraction of training
-    return total_steps // max(every, 1) + 1
+    every = eval_interval(lf, total_steps)
+    return total_steps // every + 1 if every else 0
 
 
 def auc_examples(mr: dict[str, Any] | None, n_eval: int | None) -> int:
@@ -115,7 +120,8 @@ def print_dry_run(meta: dict[str, Any], lf_args: dict[str, Any], world_size: int
     n_evals = evaluations(lf_args, steps["total_optimizer_steps"]) if n_eval else 0
     if n_evals:
         n_auc = auc_examples(meta.get("movierec"), n_eval)
-        print(f"evaluations: {n_evals} (every {lf_args.get('eval_steps')} steps, and after the last), each: loss "
+        every = eval_interval(lf_args, steps["total_optimizer_steps"])
+        print(f"evaluations: {n_evals} (every {every:,} steps, and after the last), each: loss "
               f"over {n_eval:,} eval examples" + (f" + AUC over {n_auc:,}" if n_auc else ""))
     if rate:
         t = time_estimate(lf_args, steps, rate, n_eval, meta.get("movierec"))
