@@ -36,8 +36,8 @@ def test_bench_tiny_model_prints_rates_as_json(tiny_model, capsys):
     assert result["device"] == "cpu" and result["mfu"] is None and result["profile"] == "demo_tiny"
     assert result["prompt_lengths"].startswith("defaults")
     # one evaluation as during training: LLaMA-Factory's loss at the eval batch size, movierec's AUC
-    assert result["eval"]["batch_size"] == 8 and result["eval"]["examples"] == 32 and result["eval"]["examples_per_s"] > 0
-    assert result["auc"]["batch_size"] == 32 and result["auc"]["examples"] == 128
+    assert result["eval"]["batch_size"] == 8 and result["eval"]["examples"] == 128 and result["eval"]["examples_per_s"] > 0
+    assert result["auc"]["batch_size"] == 32 and result["auc"]["examples"] == 400  # 16 batches, at most the eval set
     # the demo's plan (configs/data/demo.yaml: 2,000 examples, here at batch 2: 3,000 steps, eval every 75) and
     # the run projected from the measured rates
     assert result["plan"]["total_optimizer_steps"] == 3000 and result["plan"]["evaluations"] == 3000 // 75 + 1
