@@ -29,6 +29,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_
 # found are in the JSON, and a random-weight benchmark should not stop on a pin the wheels' author chose
 export DISABLE_VERSION_CHECK=${DISABLE_VERSION_CHECK:-1}
 mkdir -p "$WORK"
+rm -f "$WORK/result.json" "$WORK/bench.json"  # never print a previous run's results
 
 fail() {  # still one JSON object on stdout
     "$PY" -c 'import json,sys; print(json.dumps({"error": sys.argv[1], "profiles": {}, "scoring": None}, indent=2))' "$1"
