@@ -1,53 +1,179 @@
 #!/usr/bin/env python
-"""Training throughput of two profiles, back to back in one process, and their ratio (fast / reference).
+"""Throughput of the reference profile and fast profiles, scoring speed, and projected run times: one JSON.
 
-    python scripts/bench_profiles.py --reference configs/demo_tiny.yaml --fast configs/demo_tiny_fast.yaml \
-        --steps 10 --device cpu --override model_name_or_path=output/tiny-qwen3
-    python scripts/bench_profiles.py --reference configs/qwen3_movielens_qlora.yaml \
-        --fast configs/qwen3_movielens_qlora_fast.yaml --steps 20 --device cuda
+    python scripts/bench_profiles.py --reference configs/qwen3_movielens_qlora.yaml \\
+        --fast configs/qwen3_movielens_qlora_fast.yaml --fast configs/qwen3_movielens_lora_bf16_fast.yaml \\
+        --scoring --device cuda                                    # what scripts/gpu_bench.sh runs
+    python scripts/bench_profiles.py --reference configs/demo_tiny.yaml --fast configs/demo_tiny_fast.yaml \\
+        --fast configs/demo_tiny_lora_bf16_fast.yaml --scoring --device cpu \\
+        --override model_name_or_path=output/tiny-qwen3           # the same on CPU with the tiny model
 
-The reference side runs as the reference run did: batch 1, gradient accumulation 1, activation
-checkpointing on (REFERENCE_RUN). The fast side runs as its config says. `--override` applies to
-both. Prints one JSON object: {"reference": ..., "fast": ..., "ratio": ...}, logs on stderr.
+Each part is one `movierec bench` in its own process with its own time limit (a crash, out of memory
+or hang loses that part only): the reference profile as the reference run ran (batch 1, accumulation
+1, activation checkpointing: REFERENCE_RUN), each fast profile as configured, then `--scoring` (the
+first fast profile's scoring, as `movierec evaluate` loads a run), then optional variants: the first
+fast profile with Liger kernels where liger-kernel is installed, and with `--packing-variant`,
+packed (neat_packing, cutoff_len PACKED_CUTOFF). Parts that would start with less than MIN_PART_S
+of the `--budget-s` left are skipped. The random model is built once and shared (`--work`).
+
+Prints one JSON object (also written to WORK/bench.json after every part): each profile's
+examples/s, tokens/s, MFU, peak memory, evaluation rates, step plan and projected wall time of the
+whole run with its evaluations; ratios to the reference; scoring; the targets; errors. Logs go to
+WORK/<part>.log. `--override` applies to every part.
 """
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout without installing
-
-from movierec.errors import UserError  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 
 # the reference run's command line, plus activation checkpointing on as in the reference config
 # (demo_tiny.yaml turns it off with `disable_gradient_checkpointing: true`)
 REFERENCE_RUN = ["per_device_train_batch_size=1", "gradient_accumulation_steps=1",
                  "disable_gradient_checkpointing=false"]
+PACKED_CUTOFF = 1024  # ~5 examples of ~200 tokens per sequence; every example still fits
+MIN_PART_S = 45  # a part needs this much budget to load a model and take a few steps
+TARGETS = {"fast_speedup_min": 15.0, "projected_total_seconds_max": 3600.0, "scoring_seconds_max": 10.0}
+FLOP_CONVENTION = ("per real (non-padding) training token: 4*N_frozen + 6*N_trainable + 12*layers*heads*head_dim*ctx "
+                   "(frozen base: forward + activation gradients; LoRA: forward + both gradients; attention QK^T and "
+                   "AV within each example, ctx = mean keys attended); recomputation and masked attention not counted; "
+                   "mfu: against the GPU's dense bf16 peak (table), mfu_vs_measured_matmul: against an 8192^3 bf16 matmul")
+
+
+def _last_error(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    for line in reversed(lines):
+        if line.startswith("error: ") or "Error" in line.split(":")[0]:
+            return line[:500]
+    return lines[-1][:500] if lines else "no output"
+
+
+def run_part(name: str, argv: list[str], work: Path, limit_s: float) -> tuple[dict | None, str | None]:
+    """One `movierec bench` in a subprocess; (result, error)."""
+    out, log = work / f"{name}.json", work / f"{name}.log"
+    out.unlink(missing_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    cmd = [sys.executable, "-m", "movierec", "bench", *argv, "--json-out", str(out)]
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: up to {limit_s:.0f}s (log: {log})", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        with open(log, "w") as f:
+            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=f, timeout=limit_s, cwd=ROOT, env=env)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {limit_s:.0f}s; last line: {_last_error(log)}"
+    took = time.perf_counter() - start
+    if proc.returncode != 0 or not out.is_file():
+        return None, f"exit code {proc.returncode} after {took:.0f}s: {_last_error(log)}"
+    result = json.loads(out.read_text())
+    result["part_seconds"] = round(took, 1)
+    return result, None
+
+
+def summarize(report: dict) -> None:
+    """Ratios to the reference and the targets, from what the parts measured."""
+    profiles = report["profiles"]
+    ref = profiles.get("reference")
+    report["ratios"] = {
+        name: {k: p[k] / ref[k] for k in ("examples_per_s", "tokens_per_s", "peak_memory_gib") if ref and ref.get(k)}
+        for name, p in profiles.items() if name != "reference" and ref}
+    fast = {name: p for name, p in profiles.items() if name != "reference"}
+    targets = {}
+    for name, p in fast.items():
+        speedup = report["ratios"].get(name, {}).get("examples_per_s")
+        projection = p.get("projection") or {}
+        targets[name] = {
+            "speedup": speedup, "speedup_ok": speedup is not None and speedup >= TARGETS["fast_speedup_min"],
+            "projected_total_seconds": projection.get("total_seconds"),
+            "projected_ok": projection.get("total_seconds", float("inf")) <= TARGETS["projected_total_seconds_max"],
+            "eval_fraction": projection.get("eval_fraction"),
+            "eval_fraction_ok": projection.get("eval_fraction", 1.0) <= 0.10}
+    scoring = report.get("scoring")
+    if scoring:
+        targets["scoring"] = {"seconds": scoring["seconds"], "examples": scoring["examples"],
+                              "ok": scoring["seconds"] <= TARGETS["scoring_seconds_max"]}
+    report["targets"] = {"thresholds": TARGETS, **targets}
+
+
+def plan_parts(args) -> list[tuple[str, list[str], float, bool]]:
+    """(name, `movierec bench` arguments, time limit, optional) of every part, in order."""
+    common = ["--device", args.device, "--model-cache", str(Path(args.work) / "models")]
+    overrides = [x for o in args.override for x in ("--override", o)]
+    ref_overrides = [x for o in REFERENCE_RUN for x in ("--override", o)]
+    parts = [("reference", ["--config", args.reference, "--steps", str(args.reference_steps), *common,
+                            *overrides, *ref_overrides], args.part_limit_s, False)]  # the reference run's shape wins
+    for config in args.fast:
+        parts.append((Path(config).stem, ["--config", config, "--steps", str(args.steps), *common, *overrides],
+                      args.part_limit_s, False))
+    first = args.fast[0]
+    if args.scoring:
+        parts.append(("scoring", ["--config", first, "--scoring", "--examples", str(args.scoring_examples), *common,
+                                  *overrides], args.part_limit_s, False))
+    import importlib.util
+
+    if args.device != "cpu" and importlib.util.find_spec("liger_kernel") is not None:
+        parts.append((f"{Path(first).stem}+liger", ["--config", first, "--steps", str(args.steps), *common, *overrides,
+                                                    "--override", "enable_liger_kernel=true"], args.part_limit_s, True))
+    if args.packing_variant:
+        parts.append((f"{Path(first).stem}+packing", [
+            "--config", first, "--steps", str(args.steps), *common, *overrides, "--override", "neat_packing=true",
+            "--override", f"cutoff_len={args.packed_cutoff}",
+            "--override", f"per_device_train_batch_size={args.packed_batch}"], args.part_limit_s, True))
+    return parts
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reference", required=True, help="reference profile (run at batch 1, accumulation 1)")
-    p.add_argument("--fast", required=True, help="fast profile (run as configured)")
-    p.add_argument("--steps", type=int, default=10, help="optimizer steps of the fast profile")
-    p.add_argument("--reference-steps", type=int, help="optimizer steps of the reference profile (default: --steps)")
+    p.add_argument("--reference", required=True, help="reference profile (run at batch 1, accumulation 1, checkpointing)")
+    p.add_argument("--fast", action="append", required=True, help="fast profile (run as configured); repeatable")
+    p.add_argument("--steps", type=int, default=30, help="optimizer steps of each fast profile")
+    p.add_argument("--reference-steps", type=int, default=40, help="optimizer steps of the reference profile")
+    p.add_argument("--scoring", action="store_true", help="also time scoring the eval set (first fast profile)")
+    p.add_argument("--scoring-examples", type=int, default=4450)
+    p.add_argument("--packing-variant", action="store_true", help="also the first fast profile with neat_packing")
+    p.add_argument("--packed-cutoff", type=int, default=PACKED_CUTOFF)
+    p.add_argument("--packed-batch", type=int, default=8, help="packed sequences per step in the packing variant")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="for both profiles; repeatable")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="for every part; repeatable")
+    p.add_argument("--budget-s", type=float, default=420, help="wall-clock budget for all parts")
+    p.add_argument("--part-limit-s", type=float, default=150, help="time limit of one part")
+    p.add_argument("--work", default="/tmp/movierec-bench-profiles", help="logs, part results, the random model")
     args = p.parse_args(argv)
 
-    from movierec.bench import run_bench
-
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + args.budget_s
+    report: dict = {"device": args.device, "flop_convention": FLOP_CONVENTION, "profiles": {}, "scoring": None,
+                    "errors": {}, "skipped": []}
+    start = time.monotonic()
     try:
-        ref = run_bench(args.reference, [*REFERENCE_RUN, *args.override], args.reference_steps or args.steps, args.device)
-        fast = run_bench(args.fast, args.override, args.steps, args.device)
-    except UserError as e:
-        for line in str(e).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        return 2
-    ratio = {key: fast[key] / ref[key] for key in ("examples_per_s", "tokens_per_s", "peak_memory_gib")}
-    print(json.dumps({"reference": ref, "fast": fast, "ratio": ratio}, indent=2))
-    return 0
+        for name, part_argv, limit, optional in plan_parts(args):
+            left = deadline - time.monotonic()
+            if left < MIN_PART_S:
+                report["skipped"].append(f"{name}: {left:.0f}s of the budget left")
+                continue
+            result, error = run_part(name, part_argv, work, min(limit, left))
+            if error:
+                report["errors"][name] = error
+            elif name == "scoring":
+                report["scoring"] = result
+            else:
+                report["profiles"][name] = result
+                report["device_name"] = result["device_name"]
+            summarize(report)
+            (work / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    finally:  # partial results rather than nothing (also on Ctrl-C)
+        report["wall_seconds"] = round(time.monotonic() - start, 1)
+        summarize(report)
+        (work / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2), flush=True)
+    required = [name for name, _, _, optional in plan_parts(args) if not optional]
+    return 0 if all(n in report["profiles"] or (n == "scoring" and report["scoring"]) for n in required) else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """`movierec bench` and the fast profiles: a real tiny-model benchmark on CPU, configs, bad input."""
 
-import importlib.util
 import json
+import math
 
 import pytest
 
@@ -9,7 +9,6 @@ from conftest import ROOT
 from movierec.cli import main
 
 TINY = str(ROOT / "configs/demo_tiny.yaml")
-TINY_FAST = str(ROOT / "configs/demo_tiny_fast.yaml")
 REFERENCE = ROOT / "configs/qwen3_movielens_qlora.yaml"
 FAST = ROOT / "configs/qwen3_movielens_qlora_fast.yaml"
 
@@ -36,19 +35,16 @@ def test_bench_tiny_model_prints_rates_as_json(tiny_model, capsys):
     assert 150 < result["tokens_per_example"] < 260  # ~200-token prompts + 3 answer tokens
     assert result["device"] == "cpu" and result["mfu"] is None and result["profile"] == "demo_tiny"
     assert result["prompt_lengths"].startswith("defaults")
-
-
-def test_bench_profiles_prints_both_and_the_ratio(tiny_model, capsys):
-    spec = importlib.util.spec_from_file_location("bench_profiles", ROOT / "scripts/bench_profiles.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    assert script.main(["--reference", TINY, "--fast", TINY_FAST, "--steps", "2", "--device", "cpu",
-                        "--override", f"model_name_or_path={tiny_model}", "--override", "cutoff_len=32"]) == 0
-    result = printed_json(capsys.readouterr().out)
-    ref, fast = result["reference"], result["fast"]
-    assert ref["per_device_train_batch_size"] == 1 and fast["per_device_train_batch_size"] == 32
-    assert ref["tokens_per_example"] == fast["tokens_per_example"] == 32  # every example cut to cutoff_len
-    assert result["ratio"]["examples_per_s"] == pytest.approx(fast["examples_per_s"] / ref["examples_per_s"])
+    # one evaluation as during training: LLaMA-Factory's loss at the eval batch size, movierec's AUC
+    assert result["eval"]["batch_size"] == 8 and result["eval"]["examples"] == 128 and result["eval"]["examples_per_s"] > 0
+    assert result["auc"]["batch_size"] == 32 and result["auc"]["examples"] == 400  # 16 batches, at most the eval set
+    # the demo's plan (configs/data/demo.yaml: 2,000 examples, here at batch 2: 3,000 steps, eval every 75) and
+    # the run projected from the measured rates
+    assert result["plan"]["total_optimizer_steps"] == 3000 and result["plan"]["evaluations"] == 3000 // 75 + 1
+    projection = result["projection"]
+    assert projection["train_seconds"] == pytest.approx(3000 * 2 / result["examples_per_s"])
+    assert projection["seconds_per_evaluation"] == pytest.approx(
+        400 / result["eval"]["examples_per_s"] + 400 / result["auc"]["examples_per_s"])
 
 
 def test_manifest_prompt_chars_become_token_lengths(tmp_path):
@@ -86,20 +82,41 @@ def test_peak_flops_of_known_gpus():
     assert peak_flops("Tesla T4") is None
 
 
-def test_fast_profiles_validate_and_keep_the_reference_method():
+BF16_FAST = ROOT / "configs/qwen3_movielens_lora_bf16_fast.yaml"
+TINY_BF16_FAST = ROOT / "configs/demo_tiny_lora_bf16_fast.yaml"
+METHOD = ["model_name_or_path", "template", "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora",
+          "dataset", "eval_dataset", "num_train_epochs", "lr_scheduler_type", "warmup_ratio", "optim", "adam_beta1",
+          "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "bf16", "metric_for_best_model", "seed"]
+QUANTIZATION = ["quantization_bit", "quantization_method", "quantization_type", "double_quantization"]
+# the throughput knobs a fast profile may change (and output_dir); anything else must equal its reference
+KNOBS = {"per_device_train_batch_size", "gradient_accumulation_steps", "group_by_length", "learning_rate",
+         "disable_gradient_checkpointing", "gradient_checkpointing", "dataloader_num_workers", "dataloader_pin_memory",
+         "flash_attn", "enable_liger_kernel", "neat_packing", "overwrite_cache", "preprocessing_num_workers",
+         "per_device_eval_batch_size", "eval_steps", "save_steps", "eval_auc_samples", "eval_auc_batch_size",
+         "output_dir", *QUANTIZATION}
+
+
+@pytest.mark.parametrize("reference, fast, quantized", [
+    (REFERENCE, FAST, True), (REFERENCE, BF16_FAST, False),
+    (ROOT / "configs/demo_tiny.yaml", ROOT / "configs/demo_tiny_fast.yaml", True),
+    (ROOT / "configs/demo_tiny.yaml", TINY_BF16_FAST, False)])
+def test_fast_profiles_change_only_throughput_knobs(reference, fast, quantized):
+    """Same model, LoRA, data, epochs and schedule as the reference; the learning rate follows the batch
+    by the square-root rule (reference run: 1 example per step; demo_tiny.yaml: its own batch)."""
     from movierec.config import load_yaml, validate
 
-    for path in (FAST, ROOT / "configs/demo_tiny_fast.yaml"):
-        cfg = load_yaml(path)
-        for key in ("dataset", "eval_dataset", "dataset_dir"):
-            cfg.pop(key)
-        lf, _ = validate(cfg)
-        assert lf["disable_gradient_checkpointing"] is True and lf["gradient_accumulation_steps"] == 1
-    reference, fast = load_yaml(REFERENCE), load_yaml(FAST)
-    same = ["model_name_or_path", "template", "quantization_bit", "quantization_type", "double_quantization",
-            "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "dataset", "eval_dataset", "num_train_epochs",
-            "learning_rate", "lr_scheduler_type", "warmup_ratio", "optim", "weight_decay", "max_grad_norm", "bf16"]
-    assert {k: fast[k] for k in same} == {k: reference[k] for k in same}
+    ref, cfg = load_yaml(reference), load_yaml(fast)
+    lf, _ = validate({k: v for k, v in cfg.items() if k not in ("dataset", "eval_dataset", "dataset_dir")})
+    assert lf["disable_gradient_checkpointing"] is True and lf["gradient_accumulation_steps"] == 1
+    assert {k: cfg.get(k) for k in METHOD} == {k: ref.get(k) for k in METHOD}
+    assert {k: cfg.get(k) for k in QUANTIZATION} == ({k: ref.get(k) for k in QUANTIZATION} if quantized else
+                                                    dict.fromkeys(QUANTIZATION))
+    changed = {k for k in set(ref) | set(cfg) if ref.get(k) != cfg.get(k)}
+    assert changed <= KNOBS, changed - KNOBS
+    ref_batch = 1 if reference == REFERENCE else ref["per_device_train_batch_size"]  # the reference run's batch
+    expected = ref["learning_rate"] * math.sqrt(cfg["per_device_train_batch_size"] / ref_batch)
+    assert cfg["learning_rate"] == pytest.approx(expected, rel=0.01)
+    assert not cfg["enable_liger_kernel"] and not cfg["neat_packing"] and cfg["flash_attn"] == "sdpa"
 
 
 @pytest.mark.parametrize("args, message", [

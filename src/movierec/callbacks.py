@@ -16,12 +16,13 @@ class StepTimerCallback(TrainerCallback):
     """Append `{"step", "seconds", "examples"}` per optimizer step to step_times.jsonl.
 
     The report derives first-step, stabilised and peak speed from it; trainer_log.jsonl only
-    has cumulative time at logging steps.
+    has cumulative time at logging steps. With packing a batch holds packed sequences, whose
+    example count varies: the line says `"sequences"` instead of `"examples"`.
     """
 
-    def __init__(self, output_dir: str, examples_per_step: int):
+    def __init__(self, output_dir: str, per_step: int, unit: str = "examples"):
         self.path = Path(output_dir) / "step_times.jsonl"
-        self.examples_per_step = examples_per_step
+        self.per_step, self.unit = per_step, unit
         self._t0: float | None = None
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -35,7 +36,7 @@ class StepTimerCallback(TrainerCallback):
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()  # count the queued optimizer update in this step, not the next
         line = {"step": state.global_step, "seconds": round(time.perf_counter() - self._t0, 5),
-                "examples": self.examples_per_step}
+                self.unit: self.per_step}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
 
@@ -71,22 +72,26 @@ class AucCallback(TrainerCallback):
     The value goes into the evaluation metrics (so `metric_for_best_model: eval_auc` works),
     the trainer state's log history, TensorBoard (`eval/auc`) and trainer_log.jsonl.
     Every rank scores the same subsample, so all ranks agree on the best checkpoint.
+    `prompts` (token ids) and `labels` replace the eval file (the benchmark's generated prompts).
     """
 
-    def __init__(self, lf_args: dict[str, Any], mr_args: dict[str, Any]):
+    def __init__(self, lf_args: dict[str, Any], mr_args: dict[str, Any], prompts: list[list[int]] | None = None,
+                 labels: list[int] | None = None):
         from movierec.metrics import auc
         from movierec.scoring import eval_file, read_jsonl, subsample
 
         self._auc = auc
-        records = subsample(read_jsonl(eval_file(lf_args)), mr_args.get("eval_auc_samples"),
-                            seed=int(lf_args.get("seed", 42)))
-        self.records = records
-        self.labels = np.array([int(r["label"]) for r in records])
+        self.records: list[dict[str, Any]] = []
+        if prompts is None:
+            self.records = subsample(read_jsonl(eval_file(lf_args)), mr_args.get("eval_auc_samples"),
+                                     seed=int(lf_args.get("seed", 42)))
+            labels = [int(r["label"]) for r in self.records]
+        self.labels = np.array(labels)
         self.cutoff_len = int(lf_args.get("cutoff_len", 2048))
         self.template_name = lf_args.get("template", "default")
         self.batch_size = int(mr_args.get("eval_auc_batch_size", 16))
         self.logging_dir = lf_args.get("logging_dir")
-        self._prompts: list[list[int]] | None = None
+        self._prompts = prompts
         self._scorer = None
         self._writer = None
 
@@ -98,14 +103,15 @@ class AucCallback(TrainerCallback):
 
             template = build_template(processing_class, self.template_name, self.cutoff_len)
             self._scorer = YesNoScorer(model, processing_class, template, self.cutoff_len, self.batch_size)
-            self._prompts = self._scorer.encode_many(self.records)
+            if self._prompts is None:
+                self._prompts = self._scorer.encode_many(self.records)
         self._scorer.model = model
         start = time.perf_counter()
         value = self._auc(self.labels, self._scorer.score_ids(self._prompts))
         seconds = time.perf_counter() - start
         value = float("nan") if value is None else float(value)
         metrics["eval_auc"] = value
-        entry = {"eval_auc": value, "eval_auc_examples": len(self.records), "eval_auc_seconds": round(seconds, 3),
+        entry = {"eval_auc": value, "eval_auc_examples": len(self._prompts), "eval_auc_seconds": round(seconds, 3),
                  "epoch": state.epoch, "step": state.global_step}
         state.log_history.append(entry)
         if state.is_world_process_zero:
@@ -133,7 +139,8 @@ def build_callbacks(lf_args: dict[str, Any], mr_args: dict[str, Any]) -> list[Tr
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     per_step = (int(lf_args.get("per_device_train_batch_size", 8)) * world
                 * int(lf_args.get("gradient_accumulation_steps", 1)))
-    callbacks: list[TrainerCallback] = [CpuFp32Callback(), StepTimerCallback(lf_args["output_dir"], per_step)]
+    unit = "sequences" if lf_args.get("packing") or lf_args.get("neat_packing") else "examples"
+    callbacks: list[TrainerCallback] = [CpuFp32Callback(), StepTimerCallback(lf_args["output_dir"], per_step, unit)]
     if mr_args.get("eval_auc", True) and lf_args.get("eval_dataset") and lf_args.get("eval_strategy", "no") != "no":
         callbacks.append(AucCallback(lf_args, mr_args))
     return callbacks

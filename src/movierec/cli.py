@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_override(p)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--scoring", action="store_true",
+                   help="time movierec's scorer on --examples eval prompts (as `evaluate` loads a run) instead")
+    p.add_argument("--examples", type=int, default=4450, help="with --scoring: eval prompts to score")
+    p.add_argument("--model-cache", metavar="DIR",
+                   help="keep the random model here and reuse it (one per architecture) instead of rebuilding it")
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON result to FILE")
 
     p = sub.add_parser("demo", help="end to end on CPU: tiny model, synthetic data, train, evaluate, report")
     p.add_argument("--out", default="output/demo", help="run folder")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import enum
+import importlib.util
 import json
 import re
 from dataclasses import dataclass, field, fields
@@ -195,10 +196,43 @@ def validate(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             continue
         (mr_args if key in MOVIEREC_KEYS else lf_args)[key] = typed
     problems += _check_datasets(lf_args) if "dataset_dir" not in {p.split(":")[0] for p in problems} else []
+    problems += check_levers(lf_args)
     if problems:
         raise UserError("\n".join(problems))
     defaults_mr = {f.name: f.default for f in fields(MovierecArguments)}
     return lf_args, {**defaults_mr, **mr_args}
+
+
+# Throughput levers that need a package movierec does not install: key, value -> (module, what to install).
+OPTIONAL_PACKAGES = {
+    ("enable_liger_kernel", True): ("liger_kernel", "pip install liger-kernel"),
+    ("flash_attn", "fa2"): ("flash_attn", "pip install flash-attn --no-build-isolation (a build for your torch and CUDA)"),
+}
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def check_levers(args: dict[str, Any]) -> list[str]:
+    """Throughput levers that would fail late, fall back silently or mix examples: one problem line each.
+
+    LLaMA-Factory itself stops on a missing liger-kernel only after the data is tokenized, and
+    on `flash_attn: fa2` without flash-attn it logs a warning and trains with SDPA.
+    """
+    problems = []
+    for (key, value), (module, how) in OPTIONAL_PACKAGES.items():
+        if args.get(key) == value and not installed(module):
+            problems.append(f"{key}: {_to_text(value)} needs the {module.replace('_', '-')} package, which is not "
+                            f"installed: {how}")
+    if args.get("packing") and not args.get("neat_packing"):
+        problems.append("packing: true lets the examples packed into one sequence attend to each other; "
+                        "use neat_packing: true (packing without cross-example attention)")
+    if (args.get("neat_packing") and args.get("flash_attn") == "fa2"
+            and int(args.get("per_device_train_batch_size", 8)) != 1):
+        problems.append("neat_packing: with flash_attn fa2 LLaMA-Factory 0.9.5 takes one packed sequence per "
+                        "device and step: set per_device_train_batch_size: 1 and raise cutoff_len instead")
+    return problems
 
 
 def _check_datasets(args: dict[str, Any]) -> list[str]:

@@ -31,7 +31,7 @@ def _load_cpu_rank_state_on_cpu() -> None:
     torch.load = patched
 
 
-def run(lf_yaml: str | Path, resolved_yaml: str | Path) -> None:
+def run(lf_yaml: str | Path, resolved_yaml: str | Path, extra_callbacks: list | None = None) -> None:
     from llamafactory.train.tuner import run_exp
 
     from movierec.callbacks import build_callbacks
@@ -40,7 +40,8 @@ def run(lf_yaml: str | Path, resolved_yaml: str | Path) -> None:
     resolved = yaml.safe_load(Path(resolved_yaml).read_text(encoding="utf-8"))
     if resolved.get("device") == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _load_cpu_rank_state_on_cpu()
-    run_exp(args=lf_args, callbacks=build_callbacks(lf_args, resolved.get("movierec", {})))
+    callbacks = build_callbacks(lf_args, resolved.get("movierec", {})) + list(extra_callbacks or [])
+    run_exp(args=lf_args, callbacks=callbacks)
 
 
 if __name__ == "__main__":
