@@ -37,14 +37,14 @@ def test_bench_tiny_model_prints_rates_as_json(tiny_model, capsys):
     assert result["prompt_lengths"].startswith("defaults")
     # one evaluation as during training: LLaMA-Factory's loss at the eval batch size, movierec's AUC
     assert result["eval"]["batch_size"] == 8 and result["eval"]["examples"] == 128 and result["eval"]["examples_per_s"] > 0
-    assert result["auc"]["batch_size"] == 32 and result["auc"]["examples"] == 400  # 16 batches, at most the eval set
-    # the demo's plan (configs/data/demo.yaml: 2,000 examples, here at batch 2: 3,000 steps, eval every 75) and
-    # the run projected from the measured rates
-    assert result["plan"]["total_optimizer_steps"] == 3000 and result["plan"]["evaluations"] == 3000 // 75 + 1
+    assert result["auc"]["batch_size"] == 32 and result["auc"]["examples"] == 512  # 16 batches, at most the eval set
+    # the demo's plan (configs/data/demo.yaml: 4,000 / 1,000 examples, here at batch 2: 6,000 steps, eval every
+    # 150) and the run projected from the measured rates
+    assert result["plan"]["total_optimizer_steps"] == 6000 and result["plan"]["evaluations"] == 6000 // 150 + 1
     projection = result["projection"]
-    assert projection["train_seconds"] == pytest.approx(3000 * 2 / result["examples_per_s"])
+    assert projection["train_seconds"] == pytest.approx(6000 * 2 / result["examples_per_s"])
     assert projection["seconds_per_evaluation"] == pytest.approx(
-        400 / result["eval"]["examples_per_s"] + 400 / result["auc"]["examples_per_s"])
+        1000 / result["eval"]["examples_per_s"] + 1000 / result["auc"]["examples_per_s"])
 
 
 def test_manifest_prompt_chars_become_token_lengths(tmp_path):

@@ -295,8 +295,8 @@ def test_gpu_bench_driver_on_cpu(tiny_model, tmp_path):
         assert p["examples_per_s"] > 0 and 150 < p["tokens_per_example"] < 260
         assert 0 < p["train_peak_memory_gib"] <= p["peak_memory_gib"]
         assert p["eval"]["examples_per_s"] > 0 and p["auc"]["examples_per_s"] > 0 and p["flops_per_token"] > 0
-        assert p["projection"]["n_train"] == 2000 and p["projection"]["evaluations"] == p["plan"]["evaluations"]
-    assert packed["packing"] is True and packed["plan"]["packing"]["sequences"] < 2000 / 3
+        assert p["projection"]["n_train"] == 4000 and p["projection"]["evaluations"] == p["plan"]["evaluations"]
+    assert packed["packing"] is True and packed["plan"]["packing"]["sequences"] < 4000 / 3
     assert report["ratios"]["demo_tiny_fast"]["examples_per_s"] == pytest.approx(
         fast["examples_per_s"] / ref["examples_per_s"])
     assert report["scoring"]["examples"] == 300 and report["scoring"]["seconds"] > 0
