@@ -90,7 +90,8 @@ def main() -> None:
     import yaml
 
     from movierec.metrics import auc
-    from movierec.scoring import YesNoScorer, eval_file, load_model_for_scoring, read_jsonl
+    from movierec.datadir import DatasetDir
+    from movierec.scoring import YesNoScorer, eval_records, load_model_for_scoring
 
     lf_args = yaml.safe_load((run_dir / "llamafactory_train.yaml").read_text())
     adapter = run_dir / "checkpoint-2"
@@ -99,7 +100,7 @@ def main() -> None:
     if args.device == "cpu":
         lf_bf16_seconds = llamafactory_eval(lf_args, adapter, work / "lf-eval-bf16", args.device, fp32=False)
 
-    records = read_jsonl(eval_file(lf_args))
+    records = eval_records(lf_args, DatasetDir(lf_args["dataset_dir"]))
     model_, tokenizer, template = load_model_for_scoring(lf_args, adapter, args.device)
     scorer = YesNoScorer(model_, tokenizer, template, int(lf_args.get("cutoff_len", 2048)), args.batch_size)
     start = time.perf_counter()

@@ -68,7 +68,8 @@ def test_scorer_reads_the_first_label_token_of_llamafactorys_answers(tiny_model,
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
-    from movierec.scoring import YesNoScorer, build_template, read_jsonl
+    from movierec.scoring import YesNoScorer, build_template
+    from data_helpers import read_jsonl
 
     model_args, data_args, training_args, _, _ = get_train_args({
         "model_name_or_path": str(tiny_model), "template": "qwen", "cutoff_len": 1024, "stage": "sft",

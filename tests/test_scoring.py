@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from movierec.cli import main
-from movierec.scoring import YesNoScorer, build_template, read_jsonl
+from movierec.scoring import YesNoScorer, build_template
+from data_helpers import read_jsonl
 
 IGNORE_INDEX = -100
 
@@ -80,10 +81,11 @@ def test_merged_scoring_equals_plain_4bit_forward(demo_run):
     import torch
     import yaml
 
-    from movierec.scoring import eval_file, load_model_for_scoring
+    from movierec.datadir import DatasetDir
+    from movierec.scoring import eval_records, load_model_for_scoring
 
     lf_args = yaml.safe_load((demo_run / "llamafactory_train.yaml").read_text())
-    records = read_jsonl(eval_file(lf_args))[:16]
+    records = eval_records(lf_args, DatasetDir(lf_args["dataset_dir"]))[:16]
     fast_model, tokenizer, template = load_model_for_scoring(lf_args, demo_run / "checkpoint-8", "cpu")
     plain_model, _, _ = load_model_for_scoring(lf_args, demo_run / "checkpoint-8", "cpu", merge=False)
     assert not any("Linear4bit" in type(m).__name__ for m in fast_model.modules())

@@ -93,12 +93,13 @@ def test_fresh_run_into_used_output_dir_is_refused(first_run, tiny_model, prepar
 
 
 def test_overwrite_removes_stale_checkpoints(tiny_model, prepared_data, tmp_path):
+    """A previous run's folder (its record names it) with a checkpoint LLaMA-Factory's auto-resume would pick."""
     out = tmp_path / "out"
+    short = ("--override", "max_steps=2", "--override", "eval_strategy=no")
+    assert train(ROOT, tiny_model, prepared_data, out, *short).returncode == 0
     stale = out / "checkpoint-999"
-    stale.mkdir(parents=True)
-    (stale / "trainer_state.json").write_text("{}")
-    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=2", "--override", "eval_strategy=no",
-                 "--overwrite")
+    (out / "checkpoint-2").rename(stale)
+    proc = train(ROOT, tiny_model, prepared_data, out, *short, "--overwrite")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not stale.exists()
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]

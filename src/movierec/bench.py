@@ -51,7 +51,7 @@ import yaml
 from movierec.errors import UserError
 from movierec.lengths import (ANSWER_TOKENS, CHARS_PER_TOKEN, SHARED_PREFIX_TOKENS, TEMPLATE_TOKENS,  # noqa: F401
                               example_lengths, prompt_token_stats)
-from movierec.runinfo import dataset_dir, dataset_examples
+from movierec.datadir import DatasetDir
 
 WARMUP_FRACTION = 0.2
 # Dense bf16 tensor-core peak (no sparsity) per GPU, by a substring of torch's device name, first
@@ -302,18 +302,19 @@ def _stdout_to_stderr():
 
 
 def _setup(config: str | Path, overrides: list[str] | None, device: str):
-    """Validated (lf, mr, device, data counts) of a config; bench generates its own examples."""
+    """Validated (lf, mr, device, data counts, data folder) of a config; bench generates its own examples."""
     from movierec.config import load_config, validate
-    from movierec.train import apply_device, resolve_device
+    from movierec.device import apply_device, resolve_device
+    from movierec.plan import data_counts
 
     cfg = load_config(config, overrides)
     device = resolve_device(device)
     names = {key: cfg.pop(key) for key in ("dataset", "eval_dataset") if key in cfg}  # data need not be prepared
     lf, mr = validate(cfg)
-    counts = {"train": dataset_examples({**lf, **names}, "dataset"),
-              "eval": dataset_examples({**lf, **names}, "eval_dataset")}
+    data = DatasetDir(lf.get("dataset_dir") or "data")
+    counts = data_counts({**lf, **names}, data)
     apply_device(lf, device)
-    return lf, mr, device, counts
+    return lf, mr, device, counts, data
 
 
 def _device_info(device: str) -> tuple[str, float | None, float | None]:
@@ -335,14 +336,16 @@ def _n_bench_eval(batch: int) -> int:
 def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int = 10, device: str = "auto",
               model_cache: str | Path | None = None) -> dict[str, Any]:
     """Train `steps` steps of `config` on a random model, evaluate once, and return the figures."""
-    from movierec.dryrun import auc_examples, estimate_steps, evaluations, time_estimate
+    from movierec.dryrun import auc_examples, time_estimate
     from movierec.params import count_for_config, load_model_config
-    from movierec.train import render_llamafactory_args
+    from movierec.plan import train_plan
+    from movierec.rundir import RunDir
+    from movierec.config import render_llamafactory_args
 
     if steps < 2:
         raise UserError("--steps: at least 2 (the first step is warm-up and not timed)")
-    lf, mr, device, counts = _setup(config, overrides, device)
-    stats, source = prompt_token_stats(dataset_dir(lf))
+    lf, mr, device, counts, data = _setup(config, overrides, device)
+    stats, source = prompt_token_stats(data.path)
     batch, accum = int(lf.get("per_device_train_batch_size", 8)), int(lf.get("gradient_accumulation_steps", 1))
     eval_batch = int(lf.get("per_device_eval_batch_size", 8))
     auc_batch = int(mr.get("eval_auc_batch_size", 16))
@@ -352,7 +355,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
 
     from datasets import Dataset, DatasetDict
 
-    from movierec.callbacks import AucCallback
+    from movierec.callbacks import ScoreCallback
     from movierec.worker import run
 
     with tempfile.TemporaryDirectory(prefix="movierec-bench-") as tmp:
@@ -382,16 +385,19 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         DatasetDict({"train": Dataset.from_dict(train), "validation": Dataset.from_dict(eval_data)}).save_to_disk(
             work / "data")
 
-        lf_args = render_llamafactory_args(bench_args(lf, steps, work, model_dir), "bench", None, None)
+        args = bench_args(lf, steps, work, model_dir)
+        lf_args = render_llamafactory_args(args, RunDir(args["output_dir"]), DatasetDir(work / "data"), "bench", None,
+                                           None)
         (work / "lf.yaml").write_text(yaml.safe_dump(lf_args))
-        (work / "resolved.yaml").write_text(yaml.safe_dump({"movierec": mr, "device": device}))
+        (work / "resolved.yaml").write_text(yaml.safe_dump({"movierec": mr, "device": device,
+                                                            "plan": train_plan(lf_args, rows, 1)}))
         peaks: dict[str, float] = {}
         extra = [_train_peak_callback(device, peaks)]
         n_auc = 0
         if lf.get("eval_strategy", "no") != "no" and auc_examples(mr, counts["eval"] or 1):
             n_auc = min(auc_examples(mr, counts["eval"] or 4450), _n_bench_eval(auc_batch))
             prompts = make(n_auc, 2)["input_ids"]
-            extra.append(AucCallback(lf_args, mr, [p[:-ANSWER_TOKENS] for p in prompts],
+            extra.append(ScoreCallback(lf_args, mr, [p[:-ANSWER_TOKENS] for p in prompts],
                                      np.random.default_rng(3).integers(0, 2, n_auc).tolist()))
         gc.collect()  # a previous bench in this process must not count in this one's peak
         _reset_peak_memory(device)
@@ -407,8 +413,8 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
     flops = train_flops_per_token(model_cfg, params, trainable, attended_keys(lengths))
     plan = projection = None
     if counts["train"]:
-        plan = estimate_steps({**lf, "dataset_dir": str(dataset_dir(lf))}, counts["train"])
-        plan["evaluations"] = evaluations(lf, plan["total_optimizer_steps"]) if counts["eval"] else 0
+        plan = train_plan(lf, counts["train"], 1, data)
+        plan["evaluations"] = plan["evaluations"] if counts["eval"] else 0
         projection = time_estimate(lf, plan, result["examples_per_s"], counts["eval"], mr,
                                    result["eval"]["examples_per_s"],
                                    result["auc"]["examples_per_s"] if result["auc"] else None)
@@ -460,8 +466,8 @@ def run_scoring_bench(config: str | Path, overrides: list[str] | None = None, ex
 
     if examples < 1:
         raise UserError("--examples: at least 1")
-    lf, mr, device, _ = _setup(config, overrides, device)
-    stats, source = prompt_token_stats(dataset_dir(lf))
+    lf, mr, device, _, data = _setup(config, overrides, device)
+    stats, source = prompt_token_stats(data.path)
     cutoff = int(lf.get("cutoff_len", 2048))
     batch = int(mr.get("eval_auc_batch_size", 16))
     device_name, _, _ = _device_info(device)

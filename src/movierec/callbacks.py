@@ -1,7 +1,8 @@
-"""Trainer callbacks movierec adds to LLaMA-Factory's: per-step timing and eval AUC."""
+"""Trainer callbacks movierec adds to LLaMA-Factory's: step timing, Yes/No scores at evaluations, a quiet console."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -10,6 +11,9 @@ from typing import Any
 
 import numpy as np
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+from movierec.device import keep_fp32_on_cpu
 
 
 class StepTimerCallback(TrainerCallback):
@@ -41,23 +45,6 @@ class StepTimerCallback(TrainerCallback):
             f.write(json.dumps(line) + "\n")
 
 
-def keep_fp32_on_cpu(model) -> int:
-    """Stop bitsandbytes from repacking 4-bit weights for its bf16 CPU inference kernel.
-
-    On CPUs with AVX512-BF16, bitsandbytes' Linear4bit repacks its weight on the first forward
-    in eval mode without grad (any evaluation) and never unpacks it when training resumes:
-    later training steps then run ~30x slower on the repacked weight and give different results,
-    and evaluation computes in bf16. movierec computes in fp32 on CPU, so it turns that off.
-    Returns the number of layers changed (0 off CPU-capable builds).
-    """
-    changed = 0
-    for module in model.modules():
-        if getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
-            changed += 1
-    return changed
-
-
 class CpuFp32Callback(TrainerCallback):
     """Applies keep_fp32_on_cpu before the first step (see there)."""
 
@@ -66,81 +53,139 @@ class CpuFp32Callback(TrainerCallback):
             keep_fp32_on_cpu(model)
 
 
-class AucCallback(TrainerCallback):
-    """Adds `eval_auc` at every evaluation (before the best checkpoint is chosen).
+class ScoreCallback(TrainerCallback):
+    """Yes/No ranking metrics at every evaluation: `eval_auc`, `eval_uauc`, `eval_log_loss`.
 
-    The value goes into the evaluation metrics (so `metric_for_best_model: eval_auc` works),
-    the trainer state's log history, TensorBoard (`eval/auc`) and trainer_log.jsonl.
-    Every rank scores the same subsample, so all ranks agree on the best checkpoint.
-    `prompts` (token ids) and `labels` replace the eval file (the benchmark's generated prompts).
+    They join the evaluation's own metrics before the Trainer logs them (see install_score_logging),
+    so every `report_to` integration (TensorBoard `eval/auc`, W&B, MLflow, ...) receives them with
+    the evaluation's step, `metric_for_best_model: eval_auc` and early stopping can use them, and
+    trainer_log.jsonl gets a line per evaluation. Every rank scores the same subsample, so all
+    ranks agree on the best checkpoint. `prompts` (token ids) and `labels` replace the eval file
+    (the benchmark's generated prompts).
     """
 
     def __init__(self, lf_args: dict[str, Any], mr_args: dict[str, Any], prompts: list[list[int]] | None = None,
                  labels: list[int] | None = None):
-        from movierec.metrics import auc
-        from movierec.scoring import eval_file, read_jsonl, subsample
+        from movierec.datadir import DatasetDir
+        from movierec.scoring import eval_records, subsample
 
-        self._auc = auc
         self.records: list[dict[str, Any]] = []
+        self.users = None
         if prompts is None:
-            self.records = subsample(read_jsonl(eval_file(lf_args)), mr_args.get("eval_auc_samples"),
-                                     seed=int(lf_args.get("seed", 42)))
+            self.records = subsample(eval_records(lf_args, DatasetDir(lf_args["dataset_dir"])),
+                                     mr_args.get("eval_auc_samples"), seed=int(lf_args.get("seed", 42)))
             labels = [int(r["label"]) for r in self.records]
+            self.users = np.array([r["user_id"] for r in self.records])
         self.labels = np.array(labels)
         self.cutoff_len = int(lf_args.get("cutoff_len", 2048))
         self.template_name = lf_args.get("template", "default")
         self.batch_size = int(mr_args.get("eval_auc_batch_size", 16))
-        self.logging_dir = lf_args.get("logging_dir")
         self._prompts = prompts
         self._scorer = None
-        self._writer = None
 
-    def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kwargs):
-        if metrics is None or model is None:
-            return
+    def scores(self, model, tokenizer) -> dict[str, float]:
+        """The metrics of `model` on the eval prompts (with how many and how long it took)."""
+        from sklearn.metrics import log_loss
+
+        from movierec.metrics import auc, uauc
+
         if self._scorer is None:
             from movierec.scoring import YesNoScorer, build_template
 
-            template = build_template(processing_class, self.template_name, self.cutoff_len)
-            self._scorer = YesNoScorer(model, processing_class, template, self.cutoff_len, self.batch_size)
+            template = build_template(tokenizer, self.template_name, self.cutoff_len)
+            self._scorer = YesNoScorer(model, tokenizer, template, self.cutoff_len, self.batch_size)
             if self._prompts is None:
                 self._prompts = self._scorer.encode_many(self.records)
         self._scorer.model = model
         start = time.perf_counter()
-        value = self._auc(self.labels, self._scorer.score_ids(self._prompts))
-        seconds = time.perf_counter() - start
-        value = float("nan") if value is None else float(value)
-        metrics["eval_auc"] = value
-        entry = {"eval_auc": value, "eval_auc_examples": len(self._prompts), "eval_auc_seconds": round(seconds, 3),
-                 "epoch": state.epoch, "step": state.global_step}
-        state.log_history.append(entry)
-        if state.is_world_process_zero:
-            self._log(args, state, entry)
+        probs = self._scorer.score_ids(self._prompts)
+        out = {"eval_auc": _nan_if_none(auc(self.labels, probs))}
+        if self.users is not None:
+            out["eval_uauc"] = _nan_if_none(uauc(self.labels, probs, self.users))
+        out["eval_log_loss"] = float(log_loss(self.labels, probs, labels=[0, 1]))
+        out.update(eval_auc_examples=len(self._prompts), eval_auc_seconds=round(time.perf_counter() - start, 3))
+        return out
 
-    def _log(self, args, state, entry: dict[str, Any]) -> None:
-        line = {"current_steps": state.global_step, "total_steps": state.max_steps,
-                **{k: v for k, v in entry.items() if k != "step"}}
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """trainer_log.jsonl: LLaMA-Factory's lines keep only its own keys; add the scores' line."""
+        if not logs or "eval_auc" not in logs or not state.is_world_process_zero:
+            return
+        line = {"current_steps": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch,
+                **{k: v for k, v in logs.items() if k.startswith(("eval_auc", "eval_uauc", "eval_log_loss"))}}
         with open(Path(args.output_dir) / "trainer_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
-        if "tensorboard" in (args.report_to or []) and self.logging_dir:
-            from torch.utils.tensorboard import SummaryWriter
-
-            if self._writer is None:
-                self._writer = SummaryWriter(self.logging_dir, filename_suffix=".eval_auc")
-            self._writer.add_scalar("eval/auc", entry["eval_auc"], state.global_step)
-            self._writer.flush()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._writer is not None:
-            self._writer.close()
 
 
-def build_callbacks(lf_args: dict[str, Any], mr_args: dict[str, Any]) -> list[TrainerCallback]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
-    per_step = (int(lf_args.get("per_device_train_batch_size", 8)) * world
-                * int(lf_args.get("gradient_accumulation_steps", 1)))
+def _nan_if_none(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+@contextlib.contextmanager
+def install_score_logging():
+    """Make the Trainer's own `log` add ScoreCallback's metrics to an evaluation's metrics.
+
+    transformers logs an evaluation (`Trainer.log`, which every integration's `on_log` hears) before
+    it calls the callbacks' `on_evaluate`, so a callback can only reach the trackers through `log`.
+    The evaluation's metrics dict is the one `log` receives, so the best-checkpoint choice and early
+    stopping see the scores too. Restored on exit.
+    """
+    from transformers import Trainer
+
+    original = Trainer.log
+
+    def log(self, logs, *args, **kwargs):
+        if "eval_loss" in logs and "eval_auc" not in logs:
+            for cb in self.callback_handler.callbacks:
+                if isinstance(cb, ScoreCallback):
+                    logs.update(cb.scores(self.model, self.processing_class))
+        return original(self, logs, *args, **kwargs)
+
+    Trainer.log = log
+    try:
+        yield
+    finally:
+        Trainer.log = original
+
+
+class QuietProgressCallback(ProgressCallback):
+    """One progress bar (the latest loss beside it) and one line per evaluation; no per-step dicts."""
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass  # no second bar during evaluation
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        if "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+        if "eval_loss" in logs:
+            shown = [("loss", "eval_loss"), ("AUC", "eval_auc"), ("UAUC", "eval_uauc")]
+            parts = [f"{label} {logs[key]:.4f}" for label, key in shown if isinstance(logs.get(key), float)]
+            self.training_bar.write(f"eval at step {state.global_step:,}: {', '.join(parts)}")
+
+
+@contextlib.contextmanager
+def install_quiet_progress(enabled: bool = True):
+    """The Trainer creates its progress callback from transformers.trainer.DEFAULT_PROGRESS_CALLBACK."""
+    import transformers.trainer as trainer_module
+
+    original = trainer_module.DEFAULT_PROGRESS_CALLBACK
+    if enabled:
+        trainer_module.DEFAULT_PROGRESS_CALLBACK = QuietProgressCallback
+    try:
+        yield
+    finally:
+        trainer_module.DEFAULT_PROGRESS_CALLBACK = original
+
+
+def build_callbacks(lf_args: dict[str, Any], mr_args: dict[str, Any],
+                    plan: dict[str, Any] | None = None) -> list[TrainerCallback]:
+    from movierec.plan import train_plan
+
+    plan = plan or train_plan(lf_args, 1, int(os.environ.get("WORLD_SIZE", "1")))  # the rows per step only
     unit = "sequences" if lf_args.get("packing") or lf_args.get("neat_packing") else "examples"
-    callbacks: list[TrainerCallback] = [CpuFp32Callback(), StepTimerCallback(lf_args["output_dir"], per_step, unit)]
+    callbacks: list[TrainerCallback] = [CpuFp32Callback(),
+                                        StepTimerCallback(lf_args["output_dir"], plan["rows_per_step"], unit)]
     if mr_args.get("eval_auc", True) and lf_args.get("eval_dataset") and lf_args.get("eval_strategy", "no") != "no":
-        callbacks.append(AucCallback(lf_args, mr_args))
+        callbacks.append(ScoreCallback(lf_args, mr_args))
     return callbacks

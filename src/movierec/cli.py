@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from movierec.errors import UserError
@@ -45,6 +46,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete output_dir's previous run before training")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved config and LLaMA-Factory arguments, load no model, exit")
+    p.add_argument("--verbose", action="store_true",
+                   help="show LLaMA-Factory's and transformers' log on the console (default: output_dir/train.log)")
     p.add_argument("--rate", type=float, metavar="EX_PER_S",
                    help="with --dry-run: training examples/s (from `movierec bench`) for the time estimate")
     g = p.add_argument_group("distributed (launched through torchrun, as LLaMA-Factory does)")
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="examples per forward pass")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--max-examples", type=int, default=None, help="score a deterministic subsample")
+    p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
 
     p = sub.add_parser("baselines", help="classical recommenders on the same eval examples")
     p.add_argument("--data", required=True, help="prepared data folder (with manifest.json)")
@@ -105,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", help="comma-separated movie ids (default: popular movies the user has not rated)")
     p.add_argument("--checkpoint", default="best")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
 
     p = sub.add_parser("bench", help="training throughput on a randomly initialised model of the config's architecture")
     p.add_argument("--config", required=True)
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # bitsandbytes warns at import that an optional CPU kernel package is absent: noise for users
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    if not getattr(args, "verbose", False):  # LLaMA-Factory's INFO lines (model loading, ...) are for train.log
+        os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
     module, func = COMMANDS[args.command].split(":")
     try:
         result = getattr(importlib.import_module(module), func)(args)

@@ -12,16 +12,18 @@ import argparse
 import difflib
 import enum
 import importlib.util
-import json
+import os
 import re
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from movierec.datadir import DatasetDir
 from movierec.errors import UserError
-from movierec.runinfo import dataset_dir
+from movierec.rundir import RunDir, expand
 
 
 @dataclass
@@ -169,8 +171,11 @@ def _coerce(key: str, value: Any, action: argparse.Action, default: Any, type_st
     return out
 
 
-def validate(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check every key and type; return (llamafactory_args, movierec_args), both typed.
+def validate(cfg: dict[str, Any], data_required: bool = True, warn=print) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check every key, type and range; return (llamafactory_args, movierec_args), both typed.
+
+    data_required=False (a dry run, which may plan a run before `prepare`) reports dataset files
+    that do not exist yet as warnings instead of problems.
 
     Raises:
         UserError: one line per problem, all problems at once.
@@ -195,12 +200,79 @@ def validate(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             problems.append(f"{key}: invalid value {value!r}: {e}")
             continue
         (mr_args if key in MOVIEREC_KEYS else lf_args)[key] = typed
-    problems += _check_datasets(lf_args) if "dataset_dir" not in {p.split(":")[0] for p in problems} else []
+    for key in PATH_KEYS & lf_args.keys():  # `~` and $VARS expanded once, here, for every path
+        if isinstance(lf_args[key], str):
+            lf_args[key] = os.path.expandvars(os.path.expanduser(lf_args[key]))
+    defaults_mr = {f.name: f.default for f in fields(MovierecArguments)}
+    mr_args = {**defaults_mr, **mr_args}
+    bad = {p.split(":")[0] for p in problems}
+    problems += check_ranges({k: v for k, v in lf_args.items() if k not in bad},
+                             {k: v for k, v in mr_args.items() if k not in bad})
+    if "dataset_dir" not in bad:
+        missing = [p for p in _check_datasets(lf_args) if p.endswith(NOT_PREPARED)]
+        problems += [p for p in _check_datasets(lf_args) if p not in missing]
+        if data_required:
+            problems += missing
+        for line in [] if data_required else missing:
+            warn(f"warning: {line}", file=sys.stderr)
     problems += check_levers(lf_args)
     if problems:
         raise UserError("\n".join(problems))
-    defaults_mr = {f.name: f.default for f in fields(MovierecArguments)}
-    return lf_args, {**defaults_mr, **mr_args}
+    return lf_args, mr_args
+
+
+# Keys whose values are paths on this machine (a hub id passes through expansion unchanged).
+PATH_KEYS = {"output_dir", "dataset_dir", "model_name_or_path", "adapter_name_or_path", "cache_dir", "tokenized_path",
+             "logging_dir", "deepspeed", "media_dir", "export_dir", "resume_from_checkpoint"}
+
+
+def _at_least(low: float, strict: bool = False, optional: bool = False):
+    def check(v: Any) -> bool:
+        if v is None:
+            return optional
+        return v > low if strict else v >= low
+    return check
+
+
+# (key, check, what it must be): movierec's value checks, which LLaMA-Factory leaves to fail late (a
+# traceback after loading the model) or not at all (a negative step count in the plan).
+RANGES = [
+    ("lora_rank", _at_least(1), "an integer >= 1"),
+    ("lora_alpha", _at_least(0, strict=True, optional=True), "> 0 (or null: 2 x lora_rank)"),
+    ("lora_dropout", lambda v: v is not None and 0 <= v < 1, "in [0, 1)"),
+    ("per_device_train_batch_size", _at_least(1), ">= 1"),
+    ("per_device_eval_batch_size", _at_least(1), ">= 1"),
+    ("gradient_accumulation_steps", _at_least(1), ">= 1"),
+    ("learning_rate", _at_least(0, strict=True), "> 0"),
+    ("cutoff_len", _at_least(1), ">= 1"),
+    ("warmup_ratio", lambda v: v is not None and 0 <= v < 1, "in [0, 1)"),
+    ("warmup_steps", _at_least(0), ">= 0"),
+    ("weight_decay", _at_least(0), ">= 0"),
+    ("max_grad_norm", _at_least(0), ">= 0"),
+    ("adam_beta1", lambda v: v is not None and 0 <= v < 1, "in [0, 1)"),
+    ("adam_beta2", lambda v: v is not None and 0 <= v < 1, "in [0, 1)"),
+    ("adam_epsilon", _at_least(0, strict=True), "> 0"),
+    ("logging_steps", _at_least(0, strict=True), "> 0 (a value below 1 is a fraction of the run)"),
+    ("eval_steps", _at_least(0, strict=True, optional=True), "> 0 (a value below 1 is a fraction of the run)"),
+    ("save_steps", _at_least(0, strict=True), "> 0 (a value below 1 is a fraction of the run)"),
+    ("save_total_limit", _at_least(1, optional=True), ">= 1 or null"),
+    ("max_samples", _at_least(1, optional=True), ">= 1 or null"),
+    ("preprocessing_num_workers", _at_least(1, optional=True), ">= 1 or null"),
+    ("dataloader_num_workers", _at_least(0), ">= 0"),
+    ("seed", _at_least(0), ">= 0"),
+    ("eval_auc_samples", _at_least(1, optional=True), ">= 1 or null"),
+    ("eval_auc_batch_size", _at_least(1), ">= 1"),
+]
+
+
+def check_ranges(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
+    """Values out of range, one `key: problem` line each (keys left at their defaults are not checked)."""
+    given = {**lf, **mr}
+    problems = [f"{key}: must be {what}, got {given[key]!r}" for key, ok, what in RANGES
+                if key in given and not ok(given[key])]
+    if float(lf.get("num_train_epochs", 3.0)) <= 0 and int(lf.get("max_steps", -1) or -1) <= 0:
+        problems.append(f"num_train_epochs: must be > 0 (or set max_steps), got {lf.get('num_train_epochs')!r}")
+    return problems
 
 
 # Throughput levers that need a package movierec does not install: key, value -> (module, what to install).
@@ -240,20 +312,45 @@ def _check_datasets(args: dict[str, Any]) -> list[str]:
     names += [("eval_dataset", n) for n in _split(args.get("eval_dataset"))]
     if not names:
         return []
-    info_path = dataset_dir(args) / "dataset_info.json"
-    if not info_path.is_file():
-        return [f"dataset_dir: {info_path} not found (run `movierec prepare` first)"]
+    data = DatasetDir(args.get("dataset_dir") or "data")
+    if data.path.exists() and not data.path.is_dir():
+        return [f"dataset_dir: {data.path} is a file, not a folder"]
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        return [f"dataset_dir: {info_path} is not valid JSON: {e}"]
+        info = data.dataset_info()
+    except UserError as e:
+        return [f"dataset_dir: {e}"]
     problems = []
     for key, name in names:
         if name not in info:
             hint = difflib.get_close_matches(name, list(info), n=1)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(info))})"
-            problems.append(f"{key}: '{name}' is not in {info_path}{suggestion}")
+            problems.append(f"{key}: '{name}' is not in {data.file(data.DATASET_INFO)}{suggestion}")
+        elif not data.dataset_file(name).is_file():
+            problems.append(f"{key}: '{name}' names {data.dataset_file(name)}, which does not exist{NOT_PREPARED}")
     return problems
+
+
+NOT_PREPARED = " (run `movierec prepare` first)"
+
+
+def check_with_llamafactory(lf_args: dict[str, Any]) -> list[str]:
+    """LLaMA-Factory's own argument processing (its cross-field and value checks), before anything runs.
+
+    Run on a copy whose output_dir is an empty temporary folder, so that LLaMA-Factory's own
+    output-folder rules (movierec's are stricter, see rundir) do not interfere.
+    """
+    import tempfile
+
+    from llamafactory.hparams import get_train_args
+
+    with tempfile.TemporaryDirectory(prefix="movierec-check-") as tmp:
+        args = {**lf_args, "output_dir": str(Path(tmp) / "out"), "logging_dir": str(Path(tmp) / "runs")}
+        args.pop("resume_from_checkpoint", None)
+        try:
+            get_train_args(args)
+        except (ValueError, TypeError, ImportError) as e:
+            return [f"llamafactory: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"]
+    return []
 
 
 def _split(value: Any) -> list[str]:
@@ -261,3 +358,49 @@ def _split(value: Any) -> list[str]:
         return []
     items = value if isinstance(value, list) else str(value).split(",")
     return [str(v).strip() for v in items if str(v).strip()]
+
+
+# ---------------------------------------------------------------- the arguments LLaMA-Factory receives
+
+DEEPSPEED_PRESETS = {"z2": "configs/deepspeed/ds_z2_config.json", "z3": "configs/deepspeed/ds_z3_config.json"}
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def render_llamafactory_args(lf: dict[str, Any], run: RunDir, data: DatasetDir, run_name: str,
+                             resume: Path | None, deepspeed: str | None) -> dict[str, Any]:
+    """The exact argument dict handed to LLaMA-Factory's run_exp (and saved as YAML): paths absolute."""
+    args = dict(lf)
+    args.setdefault("do_train", True)
+    args.setdefault("report_to", "tensorboard")
+    args.setdefault("stage", "sft")
+    args["output_dir"] = str(run.path)
+    args["dataset_dir"] = str(data.path)
+    model = expand(args["model_name_or_path"])
+    if model.exists():  # a local folder; otherwise a hub id, kept as written
+        args["model_name_or_path"] = str(model)
+    for key in ("adapter_name_or_path", "cache_dir", "tokenized_path"):
+        if args.get(key):
+            args[key] = str(expand(args[key]))
+    args["run_name"] = run_name
+    args["logging_dir"] = str(run.file(RunDir.RUNS) / run_name)
+    # movierec guards the folder itself; LLaMA-Factory's overwrite would also delete trainer_log.jsonl
+    args["overwrite_output_dir"] = False
+    args.pop("resume_from_checkpoint", None)
+    if resume is not None:
+        args["resume_from_checkpoint"] = str(resume)
+    if deepspeed:
+        path = Path(DEEPSPEED_PRESETS.get(deepspeed, deepspeed))
+        if deepspeed in DEEPSPEED_PRESETS:  # movierec's own checkout, wherever the run starts
+            path = Path(__file__).resolve().parents[2] / DEEPSPEED_PRESETS[deepspeed]
+        if not expand(path).is_file():
+            raise UserError(f"--deepspeed: {deepspeed} is neither z2, z3 nor an existing file")
+        args["deepspeed"] = str(expand(path))
+    return args
+
+
+def check_run_name(name: str) -> str:
+    """TensorBoard writes to output_dir/runs/<run-name>: a plain name, never a path out of the folder."""
+    if not _RUN_NAME.match(name) or ".." in name:
+        raise UserError(f"--run-name {name!r}: use letters, digits, '.', '_' and '-' only (it names the folder "
+                        "output_dir/runs/<run-name>)")
+    return name

@@ -2,38 +2,41 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from movierec.errors import UserError
-from movierec.runinfo import dataset_dir
+from movierec.datadir import DatasetDir
+from movierec.rundir import RunDir
 
 DEFAULT_POOL = 200  # most-rated movies the user has not rated, scored when no --candidates are given
 
 
-def load_catalog(data_dir: Path):
-    """(manifest, ratings, movies) as written by `movierec prepare`."""
+def load_catalog(data: DatasetDir):
+    """(manifest, ratings, movies) as written by `movierec prepare`, checked against its manifest."""
     import pandas as pd
 
-    paths = {name: data_dir / name for name in ("manifest.json", "ratings.parquet", "movies.parquet")}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise UserError(f"prepared data incomplete: {', '.join(missing)} missing (run `movierec prepare`)")
-    manifest = json.loads(paths["manifest.json"].read_text())
-    return manifest, pd.read_parquet(paths["ratings.parquet"]), pd.read_parquet(paths["movies.parquet"])
+    data.verify([data.RATINGS, data.MOVIES])
+    return data.manifest(), pd.read_parquet(data.file(data.RATINGS)), pd.read_parquet(data.file(data.MOVIES))
+
+
+def parse_candidates(text: str) -> list[int]:
+    """`--candidates 1,2,3`: movie ids, duplicates dropped (first kept), at least one."""
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        ids = [int(x) for x in parts]
+    except ValueError:
+        raise UserError(f"--candidates: expected comma-separated movie ids, got {text!r}") from None
+    if not ids:
+        raise UserError(f"--candidates: no movie id in {text!r}")
+    return list(dict.fromkeys(ids))
 
 
 def candidate_movies(ratings, user_id: int, candidates: str | None, pool: int = DEFAULT_POOL) -> list[int]:
+    if candidates is not None:
+        return parse_candidates(candidates)
     seen = set(ratings.loc[ratings["userId"] == user_id, "movieId"].tolist())
-    if candidates:
-        try:
-            ids = [int(x) for x in candidates.split(",") if x.strip()]
-        except ValueError:
-            raise UserError(f"--candidates: expected comma-separated movie ids, got {candidates!r}") from None
-        return ids
     popular = ratings["movieId"].value_counts(sort=True)
     return [int(m) for m in popular.index if m not in seen][:pool]
 
@@ -57,26 +60,26 @@ def build_records(manifest: dict[str, Any], ratings, movies, user_id: int, movie
 
 
 def main(args) -> int:
-    from movierec.evaluate import load_run, select_checkpoints
+    from movierec.device import resolve_device
     from movierec.scoring import YesNoScorer, load_model_for_scoring
-    from movierec.train import resolve_device
 
     if args.top_k < 1:
         raise UserError("--top-k must be >= 1")
     if args.checkpoint == "all":
         raise UserError("--checkpoint: recommend uses one checkpoint (best, latest or checkpoint-N)")
-    run, lf_args, _ = load_run(args.run)
+    run = RunDir(args.run).require()
+    lf_args = {**run.lf_args(), "model_name_or_path": run.model_path()}
     which = args.checkpoint
     try:
-        (ckpt,) = select_checkpoints(run, which)
+        (ckpt,) = run.select(which)
     except UserError:
         if which != "best":
             raise
-        (ckpt,) = select_checkpoints(run, "latest")  # runs without a tracked best
-    data_dir = dataset_dir(lf_args)
-    manifest, ratings, movies = load_catalog(data_dir)
+        (ckpt,) = run.select("latest")  # runs without a tracked best
+    data = run.dataset(args.data)
+    manifest, ratings, movies = load_catalog(data)
     if not (ratings["userId"] == args.user).any():
-        raise UserError(f"--user {args.user}: no ratings for this user in {data_dir / 'ratings.parquet'}")
+        raise UserError(f"--user {args.user}: no ratings for this user in {data.file(data.RATINGS)}")
     movie_ids = candidate_movies(ratings, args.user, args.candidates)
     records = build_records(manifest, ratings, movies, args.user, movie_ids)
     device = resolve_device(args.device)

@@ -19,7 +19,7 @@ import yaml
 
 from movierec.errors import UserError
 from movierec.io import atomic_write_bytes, atomic_write_text
-from movierec.runinfo import list_checkpoints
+from movierec.rundir import RunDir
 
 NA = "not available"
 METRIC_COLUMNS = [("N", "n"), ("AUC", "auc"), ("UAUC", "uauc"), ("Log loss", "log_loss"),
@@ -76,7 +76,7 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
     resolved = yaml.safe_load(resolved_path.read_text())
     if not isinstance(resolved, dict) or not isinstance(resolved.get("config"), dict):
         raise UserError(f"{resolved_path}: expected a mapping with a `config` mapping")
-    checkpoints = list_checkpoints(run_dir)
+    checkpoints = RunDir(run_dir).checkpoints()
     state = _json(run_dir / "trainer_state.json")
     for ckpt in checkpoints[::-1]:
         if state is not None:

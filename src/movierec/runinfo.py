@@ -1,11 +1,10 @@
-"""What a run folder holds and what produced it: checkpoints, versions, git revision, data hash."""
+"""What produced a run: config, command, versions, git revision, data hash, hardware (resolved_config.yaml)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import platform
-import re
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -13,43 +12,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-# A checkpoint without these cannot be resumed (adapter weights, optimizer, LR schedule, step).
-CHECKPOINT_REQUIRED = ("adapter_model.safetensors", "adapter_config.json", "trainer_state.json",
-                       "optimizer.pt", "scheduler.pt")
+from movierec.datadir import DatasetDir
+
 PACKAGES = ("movierec", "llamafactory", "transformers", "peft", "trl", "datasets", "accelerate",
             "torch", "torchaudio", "bitsandbytes", "tokenizers", "deepspeed")
-_CKPT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """`checkpoint-N` folders sorted by N (numerically, not as text)."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))]
-    return [p for _, p in sorted(found)]
-
-
-def missing_files(ckpt: Path) -> list[str]:
-    """Files a resumable checkpoint lacks (older peft writes adapter_model.bin)."""
-    return [f for f in CHECKPOINT_REQUIRED
-            if not (ckpt / f).is_file()
-            and not (f == "adapter_model.safetensors" and (ckpt / "adapter_model.bin").is_file())]
-
-
-def complete_checkpoints(output_dir: str | Path) -> list[Path]:
-    return [p for p in list_checkpoints(output_dir) if not missing_files(p)]
-
-
-def best_checkpoint(output_dir: str | Path) -> Path | None:
-    """The best checkpoint recorded by the trainer (metric_for_best_model), if it still exists."""
-    for ckpt in complete_checkpoints(output_dir)[::-1]:
-        state = json.loads((ckpt / "trainer_state.json").read_text())
-        best = state.get("best_model_checkpoint")
-        if best:
-            path = Path(output_dir) / Path(best).name
-            return path if path.is_dir() else None
-    return None
 
 
 def versions() -> dict[str, str | None]:
@@ -83,52 +49,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def dataset_dir(args: dict[str, Any]) -> Path:
-    """The config's dataset_dir (LLaMA-Factory's default: data), relative to the working directory."""
-    return Path(args.get("dataset_dir") or "data")
-
-
-def data_manifest(lf: dict[str, Any]) -> Path | None:
-    path = dataset_dir(lf) / "manifest.json"
-    return path if path.is_file() else None
-
-
-def dataset_examples(lf: dict[str, Any], key: str = "dataset") -> int | None:
-    """Rows of the dataset(s) named by `key`: manifest counts if prepared, else JSONL lines."""
-    names = [n.strip() for n in str(lf.get(key) or "").split(",") if n.strip()]
-    if not names:
-        return None
-    folder = dataset_dir(lf)
-    manifest = data_manifest(lf)
-    counts = json.loads(manifest.read_text()).get("counts", {}) if manifest else expected_counts(folder)
-    info_path = folder / "dataset_info.json"
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    total = 0
-    for name in names:
-        split = name.rsplit("_", 1)[-1]  # movielens_qwen3_train -> train
-        file = folder / info.get(name, {}).get("file_name", f"{name}.jsonl")
-        if file.is_file():
-            with open(file, "rb") as f:
-                total += sum(1 for _ in f)
-        elif isinstance(counts.get(split), int):
-            total += counts[split]
-        else:
-            return None
-    return total
-
-
-def expected_counts(dataset_dir: Path) -> dict[str, int]:
-    """Counts a shipped data config will produce in `dataset_dir`, for estimates before `prepare` runs."""
-    import yaml
-
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        for path in sorted((root / "configs" / "data").glob("*.yaml")):
-            cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            if Path(str(cfg.get("out_dir", ""))) == dataset_dir:
-                return {"train": cfg.get("n_train"), "eval": cfg.get("n_eval"), "source": str(path)}
-    return {}
-
-
 def hardware(device: str, world_size: int) -> dict[str, Any]:
     import torch
 
@@ -143,23 +63,35 @@ def hardware(device: str, world_size: int) -> dict[str, Any]:
     return info
 
 
-def run_metadata(args, cfg: dict[str, Any], lf_args: dict[str, Any], mr: dict[str, Any],
-                 device: str, world_size: int) -> dict[str, Any]:
-    """Everything that produced a run, saved as resolved_config.yaml."""
-    manifest = data_manifest(lf_args)
+def run_metadata(args, cfg: dict[str, Any], lf_args: dict[str, Any], mr: dict[str, Any], device: str,
+                 world_size: int, data: DatasetDir) -> dict[str, Any]:
+    """Everything that produced a run, saved as resolved_config.yaml (paths absolute and, for the data
+    and model folders, also relative to the run folder: it works from anywhere and after moving it
+    together with them)."""
+    manifest = data.file(data.MANIFEST)
+    out = Path(lf_args["output_dir"])
+    model = Path(lf_args["model_name_or_path"])
+    model_is_local = model.is_absolute() and model.exists()
     return {
-        "config_file": str(args.config),
+        "config_file": str(Path(args.config).resolve()),
         "run_name": lf_args["run_name"],
         "device": device,
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "working_directory": os.getcwd(),
         "overrides": list(args.override),
         "resume_from": lf_args.get("resume_from_checkpoint"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {**{k: v for k, v in cfg.items()}, **lf_args, **mr},
+        "config": {**cfg, **lf_args, **mr},
         "movierec": mr,
+        "paths": {
+            "output_dir": str(out), "dataset_dir": str(data.path),
+            "dataset_dir_from_run": os.path.relpath(data.path, out),
+            "model": str(model), "model_is_local": model_is_local,
+            "model_from_run": os.path.relpath(model, out) if model_is_local else None,
+        },
         "versions": versions(),
         "git_revision": git_revision(),
-        "data_manifest": str(manifest) if manifest else None,
-        "data_manifest_sha256": sha256_file(manifest) if manifest else None,
+        "data_manifest": str(manifest) if manifest.is_file() else None,
+        "data_manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
         "hardware": hardware(device, world_size),
     }

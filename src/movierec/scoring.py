@@ -9,14 +9,13 @@ left-padded with explicit position ids, and only the last position's logits are 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from movierec.errors import UserError
-from movierec.runinfo import dataset_dir
+from movierec.datadir import DatasetDir
 
 
 def build_template(tokenizer, template: str, cutoff_len: int = 2048):
@@ -191,14 +190,6 @@ def merge_for_scoring(model) -> int:
     return merged
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def subsample(records: list[dict[str, Any]], n: int | None, seed: int = 0) -> list[dict[str, Any]]:
     """A deterministic subsample (same records at every evaluation of a run)."""
     if not n or n >= len(records):
@@ -207,19 +198,14 @@ def subsample(records: list[dict[str, Any]], n: int | None, seed: int = 0) -> li
     return [records[i] for i in keep]
 
 
-def eval_file(lf_args: dict[str, Any]) -> Path:
-    """The JSONL file behind the config's eval_dataset (first one if several)."""
+def eval_records(lf_args: dict[str, Any], data: DatasetDir) -> list[dict[str, Any]]:
+    """The records of the config's eval_dataset (the first one if several), checked against the manifest."""
     if not lf_args.get("eval_dataset"):
         raise UserError("the run has no eval_dataset to score")
-    folder = dataset_dir(lf_args)
-    name = str(lf_args["eval_dataset"]).split(",")[0].strip()
-    info_path = folder / "dataset_info.json"
-    if not info_path.is_file():
-        raise UserError(f"{info_path} not found (dataset_dir is relative to where the run was started)")
-    info = json.loads(info_path.read_text())
-    if name not in info:
-        raise UserError(f"eval_dataset '{name}' is not in {info_path}")
-    return folder / info[name]["file_name"]
+    path = data.dataset_file(str(lf_args["eval_dataset"]).split(",")[0].strip())
+    if data.is_prepared():
+        data.verify([path.name])
+    return data.read_jsonl(path)
 
 
 # ---------------------------------------------------------------- loading a trained run
@@ -233,7 +219,7 @@ def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device
     from llamafactory.hparams import get_infer_args
     from llamafactory.model import load_model, load_tokenizer
 
-    from movierec.callbacks import keep_fp32_on_cpu
+    from movierec.device import keep_fp32_on_cpu
 
     keys = ("model_name_or_path", "template", "cutoff_len", "quantization_bit", "quantization_method",
             "quantization_type", "double_quantization", "flash_attn", "trust_remote_code", "cache_dir",

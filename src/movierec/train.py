@@ -1,163 +1,74 @@
-"""`movierec train`: render LLaMA-Factory arguments, guard the output folder, launch, resume.
+"""`movierec train`: validate, render LLaMA-Factory arguments, own the run folder, launch, resume.
 
 LLaMA-Factory stays behind this module: it receives one dict of arguments (also saved as
 `llamafactory_train.yaml`, runnable by `llamafactory-cli train`), either in this process or in
-each rank started by torchrun.
+each rank started by torchrun. Every check runs before anything is written; a run that fails
+before its first step leaves nothing behind, so the same command can be rerun.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import shlex
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from movierec.dryrun import estimate_steps
+from movierec.datadir import DatasetDir
 from movierec.errors import UserError
-from movierec.params import count_for_config
-from movierec.runinfo import complete_checkpoints, dataset_examples, list_checkpoints, missing_files, run_metadata
+from movierec.rundir import RunDir
 
-DEEPSPEED_PRESETS = {"z2": "configs/deepspeed/ds_z2_config.json", "z3": "configs/deepspeed/ds_z3_config.json"}
-LF_YAML = "llamafactory_train.yaml"
-RESOLVED_YAML = "resolved_config.yaml"
+# LoRA settings that decide an adapter's tensors: resuming with others fails on a size mismatch.
+ADAPTER_KEYS = {"lora_rank": "r", "use_dora": "use_dora", "lora_target": "target_modules"}
 
 
-# ---------------------------------------------------------------- resume / output folder
+def check_adapter(resume: Path, lf_args: dict[str, Any]) -> None:
+    """Resuming needs the checkpoint's adapter shapes: refuse a config that changed them, naming the keys."""
+    import json
+
+    saved = json.loads((resume / "adapter_config.json").read_text(encoding="utf-8"))
+    wanted = {"lora_rank": int(lf_args.get("lora_rank", 8)), "use_dora": bool(lf_args.get("use_dora", False))}
+    target = lf_args.get("lora_target", "all")
+    if target != "all":  # "all" is resolved against the model's layers; the checkpoint stores the list
+        wanted["lora_target"] = sorted(t.strip() for t in str(target).split(","))
+    differ = []
+    for key, value in wanted.items():
+        have = saved.get(ADAPTER_KEYS[key])
+        have = sorted(have) if isinstance(have, list) else have
+        if have is not None and have != value:
+            differ.append(f"{key} {value} (the checkpoint's: {have})")
+    if differ:
+        raise UserError(f"--resume: {resume.name}'s adapter was trained with other shapes: {', '.join(differ)}; "
+                        "resume with the checkpoint's settings or start a fresh run")
 
 
-def resolve_resume(output_dir: Path, resume: str | None, warn=print) -> Path | None:
-    """Pick the checkpoint to resume from: `auto` (latest complete), `checkpoint-N`, or a path.
-
-    Incomplete checkpoints (a crash while saving) are skipped with a warning under `auto` and
-    refused when named.
-    """
-    if resume is None:
-        return None
-    if resume == "auto":
-        for ckpt in list_checkpoints(output_dir)[::-1]:
-            missing = missing_files(ckpt)
-            if not missing:
-                return ckpt
-            warn(f"warning: skipping incomplete {ckpt.name} (missing {', '.join(missing)})")
-        raise UserError(f"--resume: no complete checkpoint in {output_dir}")
-    path = Path(resume)
-    if not path.exists() and (output_dir / resume).exists():
-        path = output_dir / resume
-    if not path.is_dir():
-        raise UserError(f"--resume: checkpoint not found: {resume}")
-    missing = missing_files(path)
-    if missing:
-        raise UserError(f"--resume: {path} is incomplete (missing {', '.join(missing)})")
-    return path
-
-
-def prepare_output_dir(output_dir: Path, resume: Path | None, overwrite: bool) -> None:
-    """Refuse to mix a fresh run with an old one; `--overwrite` clears the folder first."""
-    if resume is not None:
-        return
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        if not overwrite:
-            found = ", ".join(sorted(p.name for p in output_dir.iterdir())[:4])
-            raise UserError(
-                f"output_dir {output_dir} is not empty ({found}, ...): "
-                "use --resume to continue that run or --overwrite to delete it"
-            )
-        _check_deletable(output_dir)
-        shutil.rmtree(output_dir)  # LLaMA-Factory's own overwrite keeps old checkpoints
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-
-RUN_MARKERS = ("resolved_config.yaml", "llamafactory_train.yaml", "trainer_log.jsonl", "trainer_state.json")
-
-
-def _check_deletable(output_dir: Path) -> None:
-    """`--overwrite` deletes a previous run's folder, never the working tree or an unrelated folder."""
-    target, cwd = output_dir.resolve(), Path.cwd().resolve()
-    if target == cwd or target in cwd.parents:
-        raise UserError(f"--overwrite: output_dir {output_dir} holds the current directory; refusing to delete it")
-    if not (any((output_dir / m).exists() for m in RUN_MARKERS) or list_checkpoints(output_dir)):
-        raise UserError(f"--overwrite: {output_dir} does not look like a training run (no {RUN_MARKERS[0]}, "
-                        "trainer_log.jsonl or checkpoint-*); delete it yourself or pick another output_dir")
-
-
-# ---------------------------------------------------------------- device and arguments
-
-
-def resolve_device(choice: str) -> str:
-    """Return "cpu" or "cuda". `cpu` hides CUDA from this process and its children."""
-    if choice == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        return "cpu"
-    import torch
-
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is visible (use --device cpu or auto)")
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def apply_device(lf: dict[str, Any], device: str) -> list[str]:
-    """Adjust precision for the device; return notes describing what changed."""
-    notes = []
-    if device == "cpu":
-        for key in ("bf16", "fp16", "pure_bf16"):
-            if lf.get(key):
-                lf[key] = False
-                notes.append(f"{key} off")
-        lf["use_cpu"] = True
-        notes.append("fp32 compute")
-    return notes
-
-
-def render_llamafactory_args(
-    lf: dict[str, Any], run_name: str, resume: Path | None, deepspeed: str | None
-) -> dict[str, Any]:
-    """The exact argument dict handed to LLaMA-Factory's run_exp (and saved as YAML)."""
-    args = dict(lf)
-    args.setdefault("do_train", True)
-    args.setdefault("report_to", "tensorboard")
-    args.setdefault("stage", "sft")
-    args["run_name"] = run_name
-    args["logging_dir"] = str(Path(args["output_dir"]) / "runs" / run_name)
-    # movierec guards the folder itself; LLaMA-Factory's overwrite would also delete trainer_log.jsonl
-    args["overwrite_output_dir"] = False
-    if resume is not None:
-        args["resume_from_checkpoint"] = str(resume)
-    else:
-        args.pop("resume_from_checkpoint", None)
-    if deepspeed:
-        path = Path(DEEPSPEED_PRESETS.get(deepspeed, deepspeed))
-        if not path.is_file() and deepspeed in DEEPSPEED_PRESETS:  # started outside the checkout's root
-            path = Path(__file__).resolve().parents[2] / DEEPSPEED_PRESETS[deepspeed]
-        if not path.is_file():
-            raise UserError(f"--deepspeed: {deepspeed} is neither z2, z3 nor an existing file")
-        args["deepspeed"] = str(path)
-    return args
-
-
-# ---------------------------------------------------------------- launch
-
-
-def launch(launch_dir: Path, args, device: str) -> int:
+def launch(run: RunDir, args, device: str, launch_dir: Path, verbose: bool) -> int:
     """Run the worker in this process, or under torchrun for several processes / nodes."""
-    lf_yaml = launch_dir / LF_YAML
+    lf_yaml, resolved = launch_dir / RunDir.LF_ARGS, launch_dir / RunDir.RESOLVED
     world = args.nproc_per_node * args.nnodes
     if world == 1 and not os.environ.get("FORCE_TORCHRUN"):
-        from movierec.worker import run
+        from movierec.worker import run as run_worker
 
-        run(lf_yaml, launch_dir / RESOLVED_YAML)
+        try:
+            run_worker(lf_yaml, resolved, verbose=verbose)
+        except (Exception, KeyboardInterrupt) as e:  # the traceback is in train.log (or above with --verbose)
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            from movierec.worker import log_exception
+
+            log_exception(run, e)
+            return 1
         return 0
     cmd = [
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank),
         "--nproc_per_node", str(args.nproc_per_node),
         "--master_addr", args.master_addr, "--master_port", str(args.master_port),
-        "-m", "movierec.worker", str(lf_yaml), str(launch_dir / RESOLVED_YAML),
+        "-m", "movierec.worker", str(lf_yaml), str(resolved), *(["--verbose"] if verbose else []),
     ]
-    print("launching:", " ".join(cmd), flush=True)
+    print("launching:", shlex.join(cmd), flush=True)
     env = dict(os.environ)
     if device == "cuda":  # LLaMA-Factory's launcher sets the same for DDP
         env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
@@ -166,61 +77,143 @@ def launch(launch_dir: Path, args, device: str) -> int:
 
 
 def main(args) -> int:
-    from movierec.config import load_config, validate
+    from movierec.config import (check_run_name, check_with_llamafactory, load_config, render_llamafactory_args,
+                                 validate)
+    from movierec.device import apply_device, planned_device, resolve_device
+    from movierec.params import count_for_config
+    from movierec.plan import data_counts, train_plan
+    from movierec.runinfo import run_metadata
 
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other: pick one")
     if args.nproc_per_node < 1 or args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
         raise UserError("--nproc-per-node and --nnodes must be >= 1 and 0 <= --node-rank < --nnodes")
     cfg = load_config(args.config, args.override)
-    device = resolve_device(args.device) if not args.dry_run else _dry_run_device(args.device)
-    lf, mr = validate(cfg)
+    device = planned_device(args.device) if args.dry_run else resolve_device(args.device)
+    lf, mr = validate(cfg, data_required=not args.dry_run)
     if "output_dir" not in lf:
         raise UserError("output_dir: missing (where checkpoints and logs go)")
-    output_dir = Path(lf["output_dir"])
-    run_name = args.run_name or output_dir.name
+    run, data = RunDir(lf["output_dir"]), DatasetDir(lf.get("dataset_dir") or "data")
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"output_dir: {run.path} is a file, not a folder")
+    if run.path == Path.cwd().resolve() or run.path in Path.cwd().resolve().parents:
+        raise UserError(f"output_dir: {run.path} holds the current directory; pick a folder of its own")
+    run_name = check_run_name(args.run_name or run.path.name)
     notes = apply_device(lf, device)
-    resume = resolve_resume(output_dir, args.resume)
+    resume = run.resume_point(args.resume)
     world = args.nproc_per_node * args.nnodes
-    lf_args = render_llamafactory_args(lf, run_name, resume, args.deepspeed)
-    meta = run_metadata(args, cfg, lf_args, mr, device, world)
-    meta["parameters"] = count_for_config(lf_args)
-    n_train = dataset_examples(lf_args, "dataset")
-    meta["steps"] = estimate_steps(lf_args, n_train, world) if n_train else None
-    print(f"device: {device}" + (f" ({', '.join(notes)})" if notes else ""), flush=True)
+    lf_args = render_llamafactory_args(lf, run, data, run_name, resume, args.deepspeed)
+    checked = lf_args
+    if args.dry_run and device == "cuda" and resolve_device("auto") != "cuda":  # planning a GPU run on a CPU:
+        checked = dict(lf_args)  # LLaMA-Factory's checks minus the precision this machine cannot have
+        apply_device(checked, "cpu")
+    problems = check_with_llamafactory(checked)
+    if problems:
+        raise UserError("\n".join(problems))
+    if resume is not None:
+        check_adapter(resume, lf_args)
+    record = run_metadata(args, cfg, lf_args, mr, device, world, data)
+    record["parameters"] = count_for_config(lf_args)
+    counts = data_counts(lf_args, data)
+    record["data_counts"] = counts
+    record["plan"] = train_plan(lf_args, counts["train"], world, data) if counts["train"] else None
 
     if args.dry_run:
         from movierec.dryrun import print_dry_run
 
-        print_dry_run(meta, lf_args, world, args.rate, n_train)
+        print(f"device: {device}" + (f" ({', '.join(notes)})" if notes else ""))
+        print_dry_run(record, lf_args, args.rate)
         return 0
-
-    from movierec.io import atomic_write_text
-
-    if args.node_rank == 0:
-        prepare_output_dir(output_dir, resume, args.overwrite)
-        launch_dir = output_dir
-        previous = output_dir / RESOLVED_YAML
-        if resume is not None and previous.is_file():  # keep what produced the earlier segment
-            previous.replace(output_dir / f"resolved_config.before-{resume.name}.yaml")
-    else:  # rank 0's node owns output_dir (possibly a shared filesystem); this node only launches
-        import tempfile
-
+    if counts["prepared"]:
+        data.verify()  # the files training reads are the ones `prepare` wrote
+    if args.node_rank != 0:  # node 0 owns output_dir (possibly a shared filesystem); this node only launches
         launch_dir = Path(tempfile.mkdtemp(prefix="movierec-node"))
-    atomic_write_text(launch_dir / RESOLVED_YAML, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
-    atomic_write_text(launch_dir / LF_YAML, yaml.safe_dump(lf_args, sort_keys=False, allow_unicode=True))
+        _write(launch_dir, record, lf_args)
+        return _finish(run, launch(run, args, device, launch_dir, args.verbose), started=None)
+
+    existed = run.path.exists()
+    with run.lock(shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
+        entries = sorted(p.name for p in run.path.iterdir() if p.name != RunDir.LOCK)
+        if resume is None and entries:
+            if not args.overwrite:
+                raise UserError(f"output_dir {run.path} is not empty ({', '.join(entries[:4])}, ...): use --resume "
+                                "to continue that run or --overwrite to delete it")
+            run.clear()
+        before = None
+        if resume is not None:
+            before = run.keep_previous_record(resume)
+            run.truncate_logs(_step(resume))
+        _write(run.path, record, lf_args)
+        _header(run, record, device, notes, resume)
+        rc = launch(run, args, device, run.path, args.verbose)
+        started = _started(run, resume)
+        if rc != 0 and not started:
+            _undo(run, resume, before)
+    if rc != 0 and not started and resume is None and not existed:
+        run.path.rmdir()  # empty again: the lock went with the `with` block
+    return _finish(run, rc, started)
+
+
+def _write(folder: Path, record: dict[str, Any], lf_args: dict[str, Any]) -> None:
+    RunDir(folder).write_record(record, lf_args)
+
+
+def _step(ckpt: Path) -> int:
+    return int(ckpt.name.rsplit("-", 1)[-1])
+
+
+def _started(run: RunDir, resume: Path | None) -> bool:
+    """Did training take a step (beyond the checkpoint it resumed from)?"""
+    first = _step(resume) if resume is not None else 0
+    return any(int(line.get("step", 0)) > first for line in run.read_jsonl(RunDir.STEP_TIMES))
+
+
+def _undo(run: RunDir, resume: Path | None, before: Path | None) -> None:
+    """A run that failed before its first step: remove what it wrote, so the same command can be rerun."""
+    import shutil
+
     if resume is not None:
-        print(f"resuming from {resume}", flush=True)
-    rc = launch(launch_dir, args, device)
+        for name in (RunDir.RESOLVED, RunDir.LF_ARGS):
+            run.file(name).unlink(missing_ok=True)
+        if before is not None:
+            before.replace(run.file(RunDir.RESOLVED))
+        return
+    _print_log_tail(run)
+    for entry in run.path.iterdir():
+        if entry.name != RunDir.LOCK:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _print_log_tail(run: RunDir, lines: int = 15) -> None:
+    log = run.file(RunDir.TRAIN_LOG)
+    if log.is_file():
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        print("\n".join(f"  {line}" for line in tail), file=sys.stderr)
+
+
+def _header(run: RunDir, record: dict[str, Any], device: str, notes: list[str], resume: Path | None) -> None:
+    plan, counts = record.get("plan") or {}, record.get("data_counts") or {}
+    print(f"run: {run.path}" + (f" (resuming from {resume.name})" if resume is not None else ""))
+    print(f"model: {record['config'].get('model_name_or_path')}; device: {device}"
+          + (f" ({', '.join(notes)})" if notes else ""))
+    if plan:
+        print(f"data: {counts.get('train'):,} train / {counts.get('eval') or 0:,} eval examples; "
+              f"{plan['total_optimizer_steps']:,} steps of {plan['examples_per_step']:,.4g} examples, "
+              f"warmup {plan['warmup_steps']:,}, {plan['evaluations']} evaluations")
+    print(f"logs: {run.file(RunDir.TRAIN_LOG)}; TensorBoard: tensorboard --logdir {run.file(RunDir.RUNS)}", flush=True)
+
+
+def _finish(run: RunDir, rc: int, started: bool | None) -> int:
     if rc != 0:
-        raise UserError(f"training failed (exit code {rc}); see the log above")
-    complete = complete_checkpoints(output_dir)
-    print(f"done: {output_dir} ({len(complete)} checkpoint(s); TensorBoard: tensorboard --logdir {output_dir / 'runs'})")
+        where = run.file(RunDir.TRAIN_LOG)
+        if started is False:
+            raise UserError(f"training failed before its first step (exit code {rc}); nothing was kept: fix the "
+                            "cause above and rerun the same command")
+        raise UserError(f"training failed (exit code {rc}); see {where}" + ("" if started is None else
+                        "; continue with --resume"))
+    if started is None:
+        return 0
+    from movierec.summary import summarize
+
+    print(summarize(run))
     return 0
-
-
-def _dry_run_device(choice: str) -> str:
-    """A dry run describes the run as it would be on the requested device, without needing it."""
-    if choice == "auto":
-        return resolve_device("auto")
-    return choice
