@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -7,6 +8,9 @@ import yaml
 
 from movierec.cli import main
 from movierec.report import _seconds, load_run, train_speed
+from movierec.report.quality import metric_cell
+from movierec.report.sections import NA
+from movierec.report.stats import eval_interval, step_interval
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_fixture"
 RUN = "output/qwen3-movielens-qlora"
@@ -35,7 +39,10 @@ def test_report_from_fixture(project):
     assert "| **Trainable Percentage** | 1.6650% |" in text
     assert "q_proj" in text and "| **Hidden Size**" not in text and "- **Hidden Size**: 1,024" in text
     assert "| Model | Users | N | AUC | UAUC | Log loss | Accuracy | F1 | ECE |" in text
-    assert "| LLM (checkpoint-800) | overall | 200 |" in text and "| baseline: gbdt | cold | 40 |" in text
+    assert "| LLM (checkpoint-800) | overall | 200 | 0.7639 | 0.7202 |" in text
+    assert "| baseline: gbdt | cold | 40 |" in text
+    assert "### Ranking" not in text and "confidence interval" not in text  # the fixture has neither
+    assert "| **Estimated Total with Evaluations** | 201.2 h (1,174 evaluations) |" in text
     assert "| **Initial Speed** | 1.05 it/s (step 1) |" in text
     assert "| **Progress** | 0.34% |" in text and "checkpoint-400 (eval_loss = 0.3735)" in text
     for name in ("train_loss", "eval_loss", "eval_auc", "calibration"):
@@ -91,3 +98,110 @@ def test_bad_run_folders_exit_2(project, capsys):
     assert main(["report", "--run", "empty"]) == 2
     assert "resolved_config.yaml" in capsys.readouterr().err
     assert main(["report", "--run", RUN, "--baselines", "missing.json"]) == 2
+
+
+def _edit_yaml(path: Path, **changes) -> None:
+    data = yaml.safe_load(path.read_text())
+    for key, value in changes.items():
+        if key == "config":
+            data["config"].update(value)
+        elif value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_eval_interval_as_transformers_reads_it():
+    assert eval_interval({"eval_strategy": "steps", "eval_steps": 200}, 1000) == 200
+    assert eval_interval({"eval_strategy": "steps", "eval_steps": 0.25}, 1000) == 250
+    assert eval_interval({"eval_strategy": "steps", "eval_steps": 0.33}, 10) == 4  # ceil(3.3)
+    assert eval_interval({"eval_strategy": "steps", "eval_steps": 0.001}, 10) == 1
+    assert eval_interval({"eval_strategy": "steps", "eval_steps": None, "logging_steps": 0.5}, 10) == 5
+    assert eval_interval({"eval_strategy": "steps"}, 10_000) == 500
+    assert eval_interval({"eval_strategy": "no", "eval_steps": 0.25}, 1000) is None
+    assert step_interval(0.1, 95) == 10 and step_interval(10, 95) == 10
+
+
+def test_fractional_steps(project):
+    """eval_steps / save_steps / logging_steps below 1 are fractions of the training steps (234,813 here)."""
+    _edit_yaml(project / RUN / "resolved_config.yaml",
+               config={"eval_steps": 0.25, "save_steps": 0.1, "logging_steps": 0.001})
+    assert main(["report", "--run", RUN]) == 0
+    text = (project / RUN / "report.md").read_text()
+    assert "| **Evaluation Steps** | 0.25 (every 58,704 steps) |" in text  # ceil(0.25 * 234,813)
+    assert "| **Save Steps** | 0.1 (every 23,482 steps) |" in text
+    assert "| **Logging Steps** | 0.001 (every 235 steps) |" in text
+    assert "(3 evaluations)" in text  # at steps 58,704, 117,408 and 176,112
+
+
+def test_relative_paths_resolve_against_the_training_folder(project, monkeypatch, capsys):
+    resolved = project / RUN / "resolved_config.yaml"
+    run = f"p/{RUN}"
+    monkeypatch.chdir(project.parent)  # report runs elsewhere; data_manifest is data/manifest.json
+    # no recorded working_directory: output_dir (output/qwen3-movielens-qlora) tells where training ran
+    assert main(["report", "--run", run]) == 0
+    text = (project / RUN / "report.md").read_text()
+    assert "| baseline: gbdt | cold | 40 |" in text and "not available" not in text
+    # the run folder moved (output_dir no longer matches) but the training folder was recorded
+    _edit_yaml(resolved, working_directory=str(project), config={"output_dir": "elsewhere/run"})
+    assert main(["report", "--run", run]) == 0
+    assert "| baseline: gbdt | cold | 40 |" in (project / RUN / "report.md").read_text()
+    # an absolute data_manifest needs neither
+    _edit_yaml(resolved, working_directory=None, data_manifest=str(project / "data" / "manifest.json"))
+    assert main(["report", "--run", run]) == 0
+    assert "| baseline: gbdt | cold | 40 |" in (project / RUN / "report.md").read_text()
+    # nothing to go by: the report (and the console) name the files not found, never drop them silently
+    _edit_yaml(resolved, data_manifest="data/manifest.json")
+    capsys.readouterr()
+    assert main(["report", "--run", run]) == 0
+    text = (project / RUN / "report.md").read_text()
+    missing = project.parent / "data"
+    assert f"{NA} ({missing / 'manifest.json'} not found)" in text
+    assert f"Baselines {NA}: `{missing / 'baselines.json'}` not found" in text
+    assert "baseline: gbdt" not in text
+    assert f"{missing / 'baselines.json'} not found" in capsys.readouterr().out
+
+
+def test_metric_cell_with_and_without_interval():
+    assert metric_cell({"auc": 0.8, "auc_ci95": [0.78, 0.82]}, "auc") == "0.800 [0.78, 0.82]"
+    assert metric_cell({"auc": 0.8, "auc_ci95": [0.7991, 0.8009]}, "auc") == "0.8000 [0.799, 0.801]"
+    assert metric_cell({"auc": 0.8, "auc_ci95": None}, "auc") == "0.8000"
+    assert metric_cell({"auc": 0.8}, "auc") == "0.8000" and metric_cell({"n": 1200}, "n") == "1,200"
+
+
+@pytest.fixture
+def project_with_intervals(project):
+    """The fixture as metrics.json / baselines.json look with 95% intervals, ranking blocks and an oracle."""
+    def add(blocks: dict, ranking: dict) -> None:
+        for block in blocks.values():
+            for key in ("auc", "uauc", "log_loss"):
+                block[f"{key}_ci95"] = [round(block[key] - 0.05, 4), round(block[key] + 0.05, 4)]
+        blocks["ranking"] = ranking
+
+    metrics_path, base_path = project / RUN / "metrics.json", project / "data" / "baselines.json"
+    metrics, base = json.loads(metrics_path.read_text()), json.loads(base_path.read_text())
+    add(metrics["metrics"], {"hr@10": 0.41, "hr@10_ci95": [0.36, 0.46], "ndcg@10": 0.23, "mrr": 0.19})
+    for i, blocks in enumerate(base["baselines"].values()):
+        add(blocks, {"hr@10": 0.1 * i, "ndcg@10": 0.05 * i, "mrr": 0.04 * i})
+    oracle = dict(base["baselines"]["gbdt"]["overall"], auc=0.9, auc_ci95=[0.87, 0.93])
+    base["oracle"] = {"metrics": {"overall": oracle},
+                      "ranking": {"hr@10": 0.6, "ndcg@10": 0.4, "mrr": 0.35}}
+    metrics_path.write_text(json.dumps(metrics))
+    base_path.write_text(json.dumps(base))
+    return project
+
+
+def test_quality_with_intervals_and_ranking(project_with_intervals):
+    assert main(["report", "--run", RUN]) == 0
+    text = (project_with_intervals / RUN / "report.md").read_text()
+    assert "Brackets: 95% confidence interval." in text
+    # auc 0.7639 [0.7139, 0.8139]; uauc 0.7202 [0.6702, 0.7702]; accuracy has no interval
+    assert "| LLM (checkpoint-800) | overall | 200 | 0.764 [0.71, 0.81] | 0.720 [0.67, 0.77] | 0.567 [0.52, 0.62] " \
+           "| 0.6950 |" in text
+    assert "| oracle (true probabilities) | overall | 200 | 0.900 [0.87, 0.93] |" in text
+    assert "### Ranking" in text and "| Model | hr@10 | ndcg@10 | mrr |" in text
+    assert "| LLM (checkpoint-800) | 0.410 [0.36, 0.46] | 0.2300 | 0.1900 |" in text
+    assert "| baseline: gbdt | 0.4000 | 0.2000 | 0.1600 |" in text
+    assert "| oracle (true probabilities) | 0.6000 | 0.4000 | 0.3500 |" in text
+    assert text.index("| baseline: constant | 0.0000") < text.index("| baseline: gbdt | 0.4000")
