@@ -179,3 +179,10 @@ def test_bootstrap_rejects_bad_input():
         paired_bootstrap([1, 0], [0.5, 0.5], [0.5, 1.5], [1, 2])
     with pytest.raises(ValueError, match="n_boot"):
         user_bootstrap([1, 0], [0.5, 0.5], [1, 2], n_boot=2.5)
+
+
+def test_ci95_is_the_percentile_interval_of_defined_resamples():
+    # 0..40: the 2.5th percentile sits at position 0.025 * 40 = 1, the 97.5th at 39 (linear interpolation)
+    assert ci95(np.arange(41.0)) == [1.0, 39.0]
+    assert ci95(np.r_[np.arange(41.0), np.nan, np.nan]) == [1.0, 39.0]  # undefined resamples are left out
+    assert ci95([np.nan]) is None and ci95([]) is None
