@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from movierec.metrics import (BLOCK_KEYS, auc, ci95, compute_metrics, paired_bootstrap, resample_counts, uauc,
-                              user_bootstrap, weighted_auc)
+from movierec.metrics import (
+    BLOCK_KEYS,
+    auc,
+    ci95,
+    compute_metrics,
+    paired_bootstrap,
+    resample_counts,
+    uauc,
+    user_bootstrap,
+    weighted_auc,
+)
 
 # Two users, one positive and one negative each. User "A" is ranked perfectly, user "B" inverted.
 # A resample draws two users: AA (prob 1/4), AB (1/2) or BB (1/4).
