@@ -15,8 +15,9 @@ import pytest
 from data_helpers import LAYOUT_FILES, SIZES, prepare, read_jsonl, write_config, write_release
 
 from movierec.data import synth
-from movierec.data.prepare import EVAL_NAME, TRAIN_NAME
+from movierec.datadir import DatasetDir
 
+TRAIN_NAME, EVAL_NAME = DatasetDir.TRAIN_NAME, DatasetDir.EVAL_NAME
 RELEASES = ["csv", "ml-1m", "ml-10m", "ml-100k"]
 LAYOUT_OF = {"csv": "csv", "ml-1m": "dat", "ml-10m": "dat", "ml-100k": "ml-100k"}
 OUTPUTS = [f"{TRAIN_NAME}.jsonl", f"{EVAL_NAME}.jsonl", "ratings.parquet", "movies.parquet"]

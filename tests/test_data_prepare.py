@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import zipfile
@@ -14,15 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
-from data_helpers import CONFIG, prepare, read_jsonl, synth_input, tree_bytes, write_config
+from data_helpers import CONFIG, outputs, prepare, read_jsonl, synth_input, tree_bytes, write_config
 
 from movierec.data.config import DataConfig, load_data_config
-from movierec.data.prepare import DATASET_INFO, EVAL_NAME, TRAIN_NAME
 from movierec.data.prompts import render_input
 from movierec.data.split import split
+from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAIN_NAME, EVAL_NAME, DATASET_INFO = DatasetDir.TRAIN_NAME, DatasetDir.EVAL_NAME, DatasetDir.DATASET_INFO
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +138,10 @@ def test_manifest_reports_what_was_written(prepared):
     assert m["prompt_chars"]["std"] == pytest.approx(np.std(chars))
     assert set(m["inputs"]) == {"ratings.csv", "movies.csv", "truth.parquet"}  # synth's truth is an input too
     assert m["config"]["n_train"] == CONFIG["n_train"] and len(m["fingerprint"]) == 64
-    for name, md5 in m["files"].items():
-        assert hashlib.md5((prepared.out / name).read_bytes()).hexdigest() == md5
+    assert set(m["files"]) == {p.name for p in outputs(prepared.out)} - {"manifest.json"}
+    for name, entry in m["files"].items():
+        payload = (prepared.out / name).read_bytes()
+        assert entry == {"size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     assert set(m["oddities"]) >= {"ratings_duplicate_dropped", "ratings_unknown_movie_dropped", "movies_no_genres",
                                   "titles_with_comma", "titles_with_quote", "titles_non_ascii"}
 
@@ -162,15 +166,74 @@ def test_dataset_info_bytes(prepared):
 
 def test_rerun_is_byte_identical_and_skips_unless_forced(prepared, capsys):
     before = tree_bytes(prepared.out)
-    mtimes = {p.name: p.stat().st_mtime_ns for p in prepared.out.iterdir()}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in outputs(prepared.out)}
     capsys.readouterr()
     assert prepare(prepared.config) == 0
     assert "up to date" in capsys.readouterr().out
-    assert {p.name: p.stat().st_mtime_ns for p in prepared.out.iterdir()} == mtimes
+    assert {p.name: p.stat().st_mtime_ns for p in outputs(prepared.out)} == mtimes
     assert prepare(prepared.config, "--force") == 0
     assert "up to date" not in capsys.readouterr().out
     assert tree_bytes(prepared.out) == before
     assert (prepared.out / "manifest.json").stat().st_mtime_ns != mtimes["manifest.json"]
+
+
+@pytest.mark.parametrize("edit", ["one byte", "appended line", "deleted"])
+@pytest.mark.parametrize("name", [f"{TRAIN_NAME}.jsonl", "ratings.parquet", DATASET_INFO])
+def test_changed_output_is_rebuilt(prepared, tmp_path, capsys, name, edit):
+    """An output edited (even keeping its size and mtime) or deleted since prepare wrote it is not "up to date"."""
+    out = tmp_path / "out"
+    assert prepare(prepared.config, "--out", str(out)) == 0
+    before = tree_bytes(out)
+    path = out / name
+    data, stat = path.read_bytes(), path.stat()
+    if edit == "one byte":  # same size, same mtime: only the hash (or the cache's ctime) can tell
+        with open(path, "r+b") as f:
+            f.seek(len(data) // 2)
+            f.write(bytes([data[len(data) // 2] ^ 1]))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    elif edit == "appended line":
+        path.write_bytes(data + b"{}\n")
+    else:
+        path.unlink()
+    capsys.readouterr()
+    assert prepare(prepared.config, "--out", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "up to date" not in captured.out
+    assert f"{path} {'is missing' if edit == 'deleted' else 'changed since'}" in captured.err
+    assert path.read_bytes() == data
+    assert tree_bytes(out) == before
+    assert prepare(prepared.config, "--out", str(out)) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_up_to_date_check_uses_the_hash_cache(prepared, tmp_path, monkeypatch, capsys):
+    """A re-run hashes each output once; later re-runs only stat them."""
+    from movierec import datadir
+
+    out = tmp_path / "out"
+    assert prepare(prepared.config, "--out", str(out)) == 0
+    monkeypatch.setattr(DatasetDir, "RACY_NS", -10**18)  # the files are fresh; count them as old
+    hashed = []
+    real = datadir._sha256_file
+    monkeypatch.setattr(datadir, "_sha256_file", lambda path: hashed.append(path.name) or real(path))
+    capsys.readouterr()
+    for _ in range(3):
+        assert prepare(prepared.config, "--out", str(out)) == 0
+        assert "up to date" in capsys.readouterr().out
+    assert sorted(hashed) == sorted(prepared.manifest["files"])  # once each, on the first re-run
+
+
+def test_out_naming_a_file_exits_2_and_writes_nothing(prepared, tmp_path, capsys):
+    target = tmp_path / "data.txt"
+    target.write_text("keep me\n")
+    for out in (target, target / "below"):
+        capsys.readouterr()
+        assert prepare(prepared.config, "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and str(target) in errors[0] and "is a file" in errors[0], err
+        assert "Traceback" not in err
+    assert target.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["data.txt"]
 
 
 def test_changed_config_rebuilds(prepared, tmp_path):
