@@ -236,6 +236,28 @@ def test_out_naming_a_file_exits_2_and_writes_nothing(prepared, tmp_path, capsys
     assert target.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["data.txt"]
 
 
+def test_a_missing_input_given_with_input_is_never_generated(tmp_path, capsys):
+    """demo.yaml generates its own input when absent; a mistyped --input must not become synthetic data."""
+    raw, out = tmp_path / "typo", tmp_path / "out"
+    capsys.readouterr()
+    assert prepare(ROOT / "configs/data/demo.yaml", "--input", str(raw), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"--input {raw}: not found" in errors[0] and "Traceback" not in err, err
+    assert not raw.exists() and not out.exists()
+
+
+def test_a_missing_input_given_with_input_is_never_downloaded(tmp_path, capsys, monkeypatch):
+    from movierec.data import prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "download", lambda *a: pytest.fail("downloaded an explicit --input"))
+    config = write_config(tmp_path / "c.yaml", input=str(tmp_path / "raw.zip"), out_dir=str(tmp_path / "out"),
+                          url="https://example.invalid/ml-25m.zip")
+    assert prepare(config, "--input", str(tmp_path / "typo.zip")) == 2
+    assert f"--input {tmp_path / 'typo.zip'}: not found" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+
+
 def test_changed_config_rebuilds(prepared, tmp_path):
     out = tmp_path / "out"
     assert prepare(prepared.config, "--out", str(out)) == 0
@@ -388,7 +410,8 @@ def test_every_release_has_a_config(release):
 def test_demo_config_generates_its_input(tmp_path):
     out = tmp_path / "demo"
     config = ROOT / "configs/data/demo.yaml"
-    assert prepare(config, "--input", str(tmp_path / "raw"), "--out", str(out)) == 0
+    assert prepare(config, "--override", f"input={tmp_path / 'raw'}", "--out", str(out)) == 0
+    assert (tmp_path / "raw" / "ratings.csv").is_file()
     m = json.loads((out / "manifest.json").read_text())
     assert (m["counts"]["train"], m["counts"]["eval"]) == (4000, 1000)
     assert m["counts"]["ratings"] == 20_000 and m["counts"]["users"] == 350

@@ -25,7 +25,8 @@ def learning_data(tmp_path_factory) -> Path:
     """The demo's synthetic data (prepared with configs/data/demo.yaml), with its oracle."""
     root = tmp_path_factory.mktemp("learning")
     out = root / "data"
-    assert main(["prepare", "--config", str(ROOT / "configs/data/demo.yaml"), "--input", str(root / "raw"),
+    # --override input: the config's own input, which prepare generates (a missing --input is an error)
+    assert main(["prepare", "--config", str(ROOT / "configs/data/demo.yaml"), "--override", f"input={root / 'raw'}",
                  "--out", str(out)]) == 0
     return out
 

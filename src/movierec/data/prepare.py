@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_data_config(args.config, args.override, input=args.input, out_dir=args.out)
     out = DatasetDir(cfg.out_dir)
     out.check_writable()  # before anything is generated, downloaded or read
-    source = obtain_input(cfg)
+    source = obtain_input(cfg, given=args.input is not None)
     inputs = layouts.input_md5s(source)
     truth = truth_file(source)
     if truth is not None:
@@ -66,11 +66,15 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def obtain_input(cfg: DataConfig) -> Path:
-    """The input path; when absent, generate it (config `synth`) or download it (config `url`)."""
+def obtain_input(cfg: DataConfig, given: bool = False) -> Path:
+    """The input path. The config's own input, when absent, is generated (config `synth`) or downloaded
+    (config `url`); a path `given` on the command line (--input) must exist: a typo never becomes data."""
     source = Path(cfg.input)
     if source.exists():
         return source
+    if given:
+        raise UserError(f"--input {source}: not found (a path given with --input is never generated or downloaded; "
+                        "to fill the config's own input, drop --input or use --override input=PATH)")
     if cfg.synth:
         s = cfg.synth
         print(f"{source} not found; generating synthetic data there", file=sys.stderr)
