@@ -297,7 +297,7 @@ def test_oddities_are_handled_and_counted(prepared, tmp_path):
         "movies_no_genres": int((movies.genres == "(no genres listed)").sum()),
         "titles_with_comma": int(movies.title.str.contains(",").sum()),
         "titles_with_quote": int(movies.title.str.contains('"').sum()),
-        "titles_non_ascii": int((~movies.title.map(str.isascii)).sum()),
+        "titles_non_ascii": int((~movies.title.map(str.isascii)).sum()), "titles_with_newline": 0,
     }
     assert all(m["oddities"][k] > 0 for k in ("movies_no_genres", "titles_with_comma", "titles_with_quote",
                                               "titles_non_ascii"))
@@ -336,6 +336,8 @@ BAD_INPUTS = {
     "non-numeric rating": (_set_line("ratings.csv", 5, "1,2,good,964982703"), [], "cannot be read"),
     "rating above 5": (_set_line("ratings.csv", 5, "1,2,5.5,964982703"), [], "outside 0.5..5.0 (first on line 6"),
     "rating of 0": (_set_line("ratings.csv", 7, "1,2,0.0,964982703"), [], "outside 0.5..5.0"),
+    "negative timestamp": (_set_line("ratings.csv", 5, "1,2,4.0,-964982703"), [],
+                           "ratings.csv: 1 negative timestamps (first on line 6: -964982703); expected unix seconds"),
     "empty rating": (_set_line("ratings.csv", 5, "1,2,,964982703"), [], "empty rating"),
     "short row": (_set_line("ratings.csv", 5, "1,2,4.0"), [], "cannot be read"),
     "empty ratings file": (_write("ratings.csv", ""), [], "empty file"),

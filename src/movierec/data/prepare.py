@@ -32,7 +32,8 @@ from movierec.data.split import Examples, split
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 
-# bump when the output format changes, so old outputs count as stale (3: manifest files hold size + sha256)
+# bump when the output format changes, so old outputs count as stale (3: manifest files hold size + sha256;
+# titles' line breaks become spaces)
 FORMAT_VERSION = 3
 
 
