@@ -223,12 +223,14 @@ def test_up_to_date_check_uses_the_hash_cache(prepared, tmp_path, monkeypatch, c
     assert sorted(hashed) == sorted(prepared.manifest["files"])  # once each, on the first re-run
 
 
-def test_out_naming_a_file_exits_2_and_writes_nothing(prepared, tmp_path, capsys):
+def test_out_naming_a_file_exits_2_and_writes_nothing(tmp_path, capsys):
+    """Checked first: the demo config would otherwise generate its input before failing."""
     target = tmp_path / "data.txt"
     target.write_text("keep me\n")
     for out in (target, target / "below"):
         capsys.readouterr()
-        assert prepare(prepared.config, "--out", str(out)) == 2
+        assert prepare(ROOT / "configs/data/demo.yaml", "--override", f"input={tmp_path / 'raw'}",
+                       "--out", str(out)) == 2
         err = capsys.readouterr().err
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and str(target) in errors[0] and "is a file" in errors[0], err
