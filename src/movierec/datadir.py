@@ -9,8 +9,8 @@
     .hashes.json                   verify's cache: file name -> (size, mtime, ctime, inode) -> sha256
 
 `verify` compares the files with the sizes and hashes the manifest recorded. Hashing a 25M-rating folder
-takes about a second, so the hashes are cached by each file's stat: a re-check of unchanged files only stats
-them, and any write, rename, copy or chmod changes the stat and re-hashes the file.
+(272 MB) takes about 0.3 s, so the hashes are cached by each file's stat: a re-check of unchanged files only
+stats them, and any write, rename, copy or chmod changes the stat and re-hashes the file.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any
 from movierec.errors import UserError
 from movierec.io import atomic_write_bytes, atomic_write_json
 
+# sha256, not md5: with SHA CPU extensions it is the faster of the two (1.3 vs 0.55 GB/s measured here), and the
+# fingerprint and a run's data_manifest_sha256 use it too
 HASH = "sha256"
 
 
@@ -40,8 +42,8 @@ class DatasetDir:
     TRAIN_NAME = "movielens_qwen3_train"
     EVAL_NAME = "movielens_qwen3_eval"
     HASH_CACHE = ".hashes.json"
-    # A file changed again within this long of its last change may keep its stat (coarse file-system
-    # clocks), so its hash is not cached until it is older (git's "racily clean" rule).
+    # A file changed this recently could change again without a new stat (coarse file-system clocks), so
+    # its hash is cached only once it is older (git's "racily clean" rule).
     RACY_NS = 2_000_000_000
 
     def __init__(self, path: str | os.PathLike) -> None:
