@@ -12,6 +12,7 @@ import yaml
 
 from movierec.cli import main as cli_main
 from movierec.data import synth
+from movierec.datadir import DatasetDir
 
 # Small but with every structure the checks need: ties in time, warm and cold eval users.
 SIZES = {"users": 150, "movies": 200, "ratings": 9000}
@@ -38,8 +39,13 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def outputs(folder: Path) -> list[Path]:
+    """The files of a prepared folder, without verify's hash cache (it changes on a re-check)."""
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and p.name != DatasetDir.HASH_CACHE]
+
+
 def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {p.name: p.read_bytes() for p in outputs(folder)}
 
 
 # --- every MovieLens release layout, written as GroupLens ships it (the spec, independent of the reader) ---

@@ -15,13 +15,14 @@ import pytest
 from data_helpers import LAYOUT_FILES, SIZES, prepare, read_jsonl, write_config, write_release
 
 from movierec.data import synth
-from movierec.data.prepare import EVAL_NAME, TRAIN_NAME
+from movierec.datadir import DatasetDir
 
+TRAIN_NAME, EVAL_NAME = DatasetDir.TRAIN_NAME, DatasetDir.EVAL_NAME
 RELEASES = ["csv", "ml-1m", "ml-10m", "ml-100k"]
 LAYOUT_OF = {"csv": "csv", "ml-1m": "dat", "ml-10m": "dat", "ml-100k": "ml-100k"}
 OUTPUTS = [f"{TRAIN_NAME}.jsonl", f"{EVAL_NAME}.jsonl", "ratings.parquet", "movies.parquet"]
 SHARED_ODDITIES = ["ratings_duplicate_dropped", "ratings_unknown_movie_dropped", "movies_no_genres",
-                   "titles_with_comma", "titles_with_quote", "titles_non_ascii"]
+                   "titles_with_comma", "titles_with_quote", "titles_non_ascii", "titles_with_newline"]
 
 
 def one_set() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -130,6 +131,33 @@ def test_titles_with_colons_in_movies_dat(written, tmp_path):
     assert kept.genres.iloc[:2].tolist() == movies.genres.iloc[:2].tolist()
 
 
+@pytest.mark.parametrize(("release", "breaks"), [("csv", ["\n", "\r\n"]), ("ml-10m", ["\u2028", "\u2029"])])
+def test_line_breaks_in_titles_become_spaces_and_are_counted(written, tmp_path, release, breaks):
+    """A title must not break a prompt's one-line-per-movie structure. CSV titles may hold a quoted newline,
+    ML-10M's UTF-8 titles a Unicode line separator; latin-1 files (ML-1M, ML-100K) split their lines at every
+    break, and their control characters are rejected (see BAD)."""
+    movies = written.movies.copy()
+    rated = written.ratings.movieId.value_counts().index[:2]  # titles every split shows
+    first, second = (movies.movieId == rated[0]).to_numpy(), (movies.movieId == rated[1]).to_numpy()
+    movies.loc[first, "title"] = f"Two{breaks[0]}Lines (1995)"
+    movies.loc[second, "title"] = f"  And{breaks[1]}Three{breaks[0]}More (1996){breaks[0]}"  # stripped at the end
+    raw = write_release(tmp_path / "raw", release, written.ratings, movies)
+    out = tmp_path / "out"
+    assert prepare(written.config, "--input", str(raw), "--out", str(out)) == 0
+    kept = pd.read_parquet(out / "movies.parquet").set_index("movieId").title
+    assert (kept[rated[0]], kept[rated[1]]) == ("Two Lines (1995)", "And Three More (1996)")
+    assert json.loads((out / "manifest.json").read_text())["oddities"]["titles_with_newline"] == 2
+    shown = set()
+    for rec in read_jsonl(out / f"{TRAIN_NAME}.jsonl") + read_jsonl(out / f"{EVAL_NAME}.jsonl"):
+        lines = rec["input"].splitlines()
+        assert lines == rec["input"].split("\n") and len(lines) >= 7
+        assert lines[0] == "The user's ratings, oldest first." and lines[-2].startswith("Candidate movie: ")
+        assert lines[-1].startswith("Genres: ")
+        assert all(line.startswith(("- ", "Liked (", "Disliked (")) for line in lines[1:-2])
+        shown |= {t for t in kept[rated] if t in rec["input"]}
+    assert shown == set(kept[rated])
+
+
 # --- bad input: one line naming the file, exit code 2, nothing written ---
 
 def _lines(name: str, edit):
@@ -180,6 +208,8 @@ BAD = {  # release: {case: (mutate, message)}
         "u.data with 5 fields": (_set("u.data", 4, "1\t2\t3\t4\t5"), "u.data: cannot be read: expected user"),
         "u.data non-numeric rating": (_set("u.data", 4, "1\t2\tgood\t880000000"), "u.data: cannot be read: column 'rating'"),
         "u.data rating 6": (_set("u.data", 4, "1\t2\t6\t880000000"), "u.data: 1 ratings outside 0.5..5.0 (first on line 5"),
+        "u.data negative timestamp": (_set("u.data", 4, "1\t2\t3\t-880000000"),
+                                      "u.data: 1 negative timestamps (first on line 5: -880000000); expected unix"),
         "u.data as UTF-16": (_reencode("u.data", "utf-16"), "u.data: cannot be read"),
         "empty u.data": (_lines("u.data", lambda lines: []), "u.data: no ratings"),
         "u.item with tabs": (_replace("u.item", "|", "\t"), "u.item: line 1: expected 24 '|'-separated fields"),
@@ -205,6 +235,8 @@ BAD = {  # release: {case: (mutate, message)}
                                            "ratings.dat: cannot be read: expected UserID::"),
         "ratings.dat with 3 fields": (_set("ratings.dat", 4, "1::2::3"), "ratings.dat: cannot be read: expected UserID::"),
         "ratings.dat with 5 fields": (_set("ratings.dat", 4, "1::2::3::4::5"), "ratings.dat: cannot be read: expected"),
+        "ratings.dat negative timestamp": (_set("ratings.dat", 4, "1::2::3::-1"),
+                                           "ratings.dat: 1 negative timestamps (first on line 5: -1); expected unix"),
         "ratings.dat empty rating": (_set("ratings.dat", 4, "1::2::::880000000"), "ratings.dat: 1 rows have an empty rating"),
         "ratings.dat as UTF-16": (_reencode("ratings.dat", "utf-16"), "ratings.dat: cannot be read"),
         "movies.dat with pipes": (_replace("movies.dat", "::", "|"),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from data_helpers import prepare, read_jsonl, synth_input, write_config
 
-from movierec.data.prepare import EVAL_NAME, TRAIN_NAME
+from movierec.datadir import DatasetDir
+
+TRAIN_NAME, EVAL_NAME = DatasetDir.TRAIN_NAME, DatasetDir.EVAL_NAME
 
 
 def test_llamafactory_loads_both_splits(tmp_path):

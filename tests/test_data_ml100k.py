@@ -19,10 +19,11 @@ from ml100k import fetch_wheel
 
 from movierec.cli import main
 from movierec.data.config import load_data_config
-from movierec.data.prepare import EVAL_NAME, TRAIN_NAME
+from movierec.datadir import DatasetDir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_data_config(ROOT / "configs/data/movielens_100k.yaml")
+TRAIN_NAME, EVAL_NAME = DatasetDir.TRAIN_NAME, DatasetDir.EVAL_NAME
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import zipfile
@@ -14,15 +15,16 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
-from data_helpers import CONFIG, prepare, read_jsonl, synth_input, tree_bytes, write_config
+from data_helpers import CONFIG, outputs, prepare, read_jsonl, synth_input, tree_bytes, write_config
 
 from movierec.data.config import DataConfig, load_data_config
-from movierec.data.prepare import DATASET_INFO, EVAL_NAME, TRAIN_NAME
 from movierec.data.prompts import render_input
 from movierec.data.split import split
+from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAIN_NAME, EVAL_NAME, DATASET_INFO = DatasetDir.TRAIN_NAME, DatasetDir.EVAL_NAME, DatasetDir.DATASET_INFO
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +138,10 @@ def test_manifest_reports_what_was_written(prepared):
     assert m["prompt_chars"]["std"] == pytest.approx(np.std(chars))
     assert set(m["inputs"]) == {"ratings.csv", "movies.csv", "truth.parquet"}  # synth's truth is an input too
     assert m["config"]["n_train"] == CONFIG["n_train"] and len(m["fingerprint"]) == 64
-    for name, md5 in m["files"].items():
-        assert hashlib.md5((prepared.out / name).read_bytes()).hexdigest() == md5
+    assert set(m["files"]) == {p.name for p in outputs(prepared.out)} - {"manifest.json"}
+    for name, entry in m["files"].items():
+        payload = (prepared.out / name).read_bytes()
+        assert entry == {"size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     assert set(m["oddities"]) >= {"ratings_duplicate_dropped", "ratings_unknown_movie_dropped", "movies_no_genres",
                                   "titles_with_comma", "titles_with_quote", "titles_non_ascii"}
 
@@ -162,15 +166,98 @@ def test_dataset_info_bytes(prepared):
 
 def test_rerun_is_byte_identical_and_skips_unless_forced(prepared, capsys):
     before = tree_bytes(prepared.out)
-    mtimes = {p.name: p.stat().st_mtime_ns for p in prepared.out.iterdir()}
+    mtimes = {p.name: p.stat().st_mtime_ns for p in outputs(prepared.out)}
     capsys.readouterr()
     assert prepare(prepared.config) == 0
     assert "up to date" in capsys.readouterr().out
-    assert {p.name: p.stat().st_mtime_ns for p in prepared.out.iterdir()} == mtimes
+    assert {p.name: p.stat().st_mtime_ns for p in outputs(prepared.out)} == mtimes
     assert prepare(prepared.config, "--force") == 0
     assert "up to date" not in capsys.readouterr().out
     assert tree_bytes(prepared.out) == before
     assert (prepared.out / "manifest.json").stat().st_mtime_ns != mtimes["manifest.json"]
+
+
+@pytest.mark.parametrize("edit", ["one byte", "appended line", "deleted"])
+@pytest.mark.parametrize("name", [f"{TRAIN_NAME}.jsonl", "ratings.parquet", DATASET_INFO])
+def test_changed_output_is_rebuilt(prepared, tmp_path, capsys, name, edit):
+    """An output edited (even keeping its size and mtime) or deleted since prepare wrote it is not "up to date"."""
+    out = tmp_path / "out"
+    assert prepare(prepared.config, "--out", str(out)) == 0
+    before = tree_bytes(out)
+    path = out / name
+    data, stat = path.read_bytes(), path.stat()
+    if edit == "one byte":  # same size, same mtime: only the hash (or the cache's ctime) can tell
+        with open(path, "r+b") as f:
+            f.seek(len(data) // 2)
+            f.write(bytes([data[len(data) // 2] ^ 1]))
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    elif edit == "appended line":
+        path.write_bytes(data + b"{}\n")
+    else:
+        path.unlink()
+    capsys.readouterr()
+    assert prepare(prepared.config, "--out", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "up to date" not in captured.out
+    assert f"{path} {'is missing' if edit == 'deleted' else 'changed since'}" in captured.err
+    assert path.read_bytes() == data
+    assert tree_bytes(out) == before
+    assert prepare(prepared.config, "--out", str(out)) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_up_to_date_check_uses_the_hash_cache(prepared, tmp_path, monkeypatch, capsys):
+    """A re-run hashes each output once; later re-runs only stat them."""
+    from movierec import datadir
+
+    out = tmp_path / "out"
+    assert prepare(prepared.config, "--out", str(out)) == 0
+    monkeypatch.setattr(DatasetDir, "RACY_NS", -10**18)  # the files are fresh; count them as old
+    hashed = []
+    real = datadir._sha256_file
+    monkeypatch.setattr(datadir, "_sha256_file", lambda path: hashed.append(path.name) or real(path))
+    capsys.readouterr()
+    for _ in range(3):
+        assert prepare(prepared.config, "--out", str(out)) == 0
+        assert "up to date" in capsys.readouterr().out
+    assert sorted(hashed) == sorted(prepared.manifest["files"])  # once each, on the first re-run
+
+
+def test_out_naming_a_file_exits_2_and_writes_nothing(tmp_path, capsys):
+    """Checked first: the demo config would otherwise generate its input before failing."""
+    target = tmp_path / "data.txt"
+    target.write_text("keep me\n")
+    for out in (target, target / "below"):
+        capsys.readouterr()
+        assert prepare(ROOT / "configs/data/demo.yaml", "--override", f"input={tmp_path / 'raw'}",
+                       "--out", str(out)) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and str(target) in errors[0] and "is a file" in errors[0], err
+        assert "Traceback" not in err
+    assert target.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["data.txt"]
+
+
+def test_a_missing_input_given_with_input_is_never_generated(tmp_path, capsys):
+    """demo.yaml generates its own input when absent; a mistyped --input must not become synthetic data."""
+    raw, out = tmp_path / "typo", tmp_path / "out"
+    capsys.readouterr()
+    assert prepare(ROOT / "configs/data/demo.yaml", "--input", str(raw), "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"--input {raw}: not found" in errors[0] and "Traceback" not in err, err
+    assert not raw.exists() and not out.exists()
+
+
+def test_a_missing_input_given_with_input_is_never_downloaded(tmp_path, capsys, monkeypatch):
+    from movierec.data import prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "download", lambda *a: pytest.fail("downloaded an explicit --input"))
+    config = write_config(tmp_path / "c.yaml", input=str(tmp_path / "raw.zip"), out_dir=str(tmp_path / "out"),
+                          url="https://example.invalid/ml-25m.zip")
+    assert prepare(config, "--input", str(tmp_path / "typo.zip")) == 2
+    assert f"--input {tmp_path / 'typo.zip'}: not found" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
 
 
 def test_changed_config_rebuilds(prepared, tmp_path):
@@ -212,7 +299,7 @@ def test_oddities_are_handled_and_counted(prepared, tmp_path):
         "movies_no_genres": int((movies.genres == "(no genres listed)").sum()),
         "titles_with_comma": int(movies.title.str.contains(",").sum()),
         "titles_with_quote": int(movies.title.str.contains('"').sum()),
-        "titles_non_ascii": int((~movies.title.map(str.isascii)).sum()),
+        "titles_non_ascii": int((~movies.title.map(str.isascii)).sum()), "titles_with_newline": 0,
     }
     assert all(m["oddities"][k] > 0 for k in ("movies_no_genres", "titles_with_comma", "titles_with_quote",
                                               "titles_non_ascii"))
@@ -251,6 +338,8 @@ BAD_INPUTS = {
     "non-numeric rating": (_set_line("ratings.csv", 5, "1,2,good,964982703"), [], "cannot be read"),
     "rating above 5": (_set_line("ratings.csv", 5, "1,2,5.5,964982703"), [], "outside 0.5..5.0 (first on line 6"),
     "rating of 0": (_set_line("ratings.csv", 7, "1,2,0.0,964982703"), [], "outside 0.5..5.0"),
+    "negative timestamp": (_set_line("ratings.csv", 5, "1,2,4.0,-964982703"), [],
+                           "ratings.csv: 1 negative timestamps (first on line 6: -964982703); expected unix seconds"),
     "empty rating": (_set_line("ratings.csv", 5, "1,2,,964982703"), [], "empty rating"),
     "short row": (_set_line("ratings.csv", 5, "1,2,4.0"), [], "cannot be read"),
     "empty ratings file": (_write("ratings.csv", ""), [], "empty file"),
@@ -325,7 +414,8 @@ def test_every_release_has_a_config(release):
 def test_demo_config_generates_its_input(tmp_path):
     out = tmp_path / "demo"
     config = ROOT / "configs/data/demo.yaml"
-    assert prepare(config, "--input", str(tmp_path / "raw"), "--out", str(out)) == 0
+    assert prepare(config, "--override", f"input={tmp_path / 'raw'}", "--out", str(out)) == 0
+    assert (tmp_path / "raw" / "ratings.csv").is_file()
     m = json.loads((out / "manifest.json").read_text())
     assert (m["counts"]["train"], m["counts"]["eval"]) == (4000, 1000)
     assert m["counts"]["ratings"] == 20_000 and m["counts"]["users"] == 350

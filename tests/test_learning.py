@@ -7,7 +7,6 @@ or scored position leaves the AUC near 0.5 for both runs, or fails to invert it.
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -25,19 +24,26 @@ def learning_data(tmp_path_factory) -> Path:
     """The demo's synthetic data (prepared with configs/data/demo.yaml), with its oracle."""
     root = tmp_path_factory.mktemp("learning")
     out = root / "data"
-    assert main(["prepare", "--config", str(ROOT / "configs/data/demo.yaml"), "--input", str(root / "raw"),
+    # --override input: the config's own input, which prepare generates (a missing --input is an error)
+    assert main(["prepare", "--config", str(ROOT / "configs/data/demo.yaml"), "--override", f"input={root / 'raw'}",
                  "--out", str(out)]) == 0
     return out
 
 
 def _flipped(data: Path, dest: Path) -> Path:
-    """A copy of `data` whose training answers are inverted; the eval file keeps the true labels."""
-    shutil.copytree(data, dest)
-    train = dest / "movielens_qwen3_train.jsonl"
-    rows = [json.loads(line) for line in train.read_text(encoding="utf-8").splitlines()]
+    """A prepared folder like `data` whose training answers are inverted (the eval file keeps the true
+    labels), written through the data folder's owner so that its manifest records the new bytes."""
+    from movierec.datadir import DatasetDir
+
+    source = DatasetDir(data)
+    manifest = source.manifest()
+    files = {name: source.file(name).read_bytes() for name in manifest["files"] if name != source.DATASET_INFO}
+    train = source.jsonl_name(source.TRAIN_NAME)
+    rows = [json.loads(line) for line in files[train].decode("utf-8").splitlines()]
     for row in rows:
         row["output"] = {"Yes": "No", "No": "Yes"}[row["output"]]
-    train.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    files[train] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    DatasetDir(dest).write_outputs(files, {k: v for k, v in manifest.items() if k != "files"})
     return dest
 
 

@@ -203,7 +203,7 @@ def eval_records(lf_args: dict[str, Any], data: DatasetDir) -> list[dict[str, An
     if not lf_args.get("eval_dataset"):
         raise UserError("the run has no eval_dataset to score")
     path = data.dataset_file(str(lf_args["eval_dataset"]).split(",")[0].strip())
-    if data.is_prepared():
+    if data.is_prepared() and path.name in (data.manifest().get("files") or {}):
         data.verify([path.name])
     return data.read_jsonl(path)
 

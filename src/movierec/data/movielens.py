@@ -22,6 +22,8 @@ RATINGS_SCHEMA = {USER: pa.int32(), MOVIE: pa.int32(), RATING: pa.float32(), TIM
 MOVIES_SCHEMA = {MOVIE: pa.int32(), TITLE: pa.string(), GENRES: pa.string()}
 MIN_RATING, MAX_RATING = 0.5, 5.0
 NO_GENRES = "(no genres listed)"
+# what str.splitlines splits at; in a title it would break the prompt's one-line-per-movie structure
+LINE_BREAK = r"\r\n|[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]"
 GENRE_NAMES = (
     "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
     "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
@@ -31,7 +33,7 @@ GENRE_NAMES = (
 @dataclass(frozen=True)
 class MovieLens:
     ratings: pa.Table  # RATINGS_SCHEMA, sorted by (userId, timestamp, movieId), unique (userId, movieId)
-    movies: pa.Table  # MOVIES_SCHEMA, sorted by movieId, titles stripped
+    movies: pa.Table  # MOVIES_SCHEMA, sorted by movieId, titles stripped, on one line
     oddities: dict[str, int]  # what was dropped or tolerated, for the manifest
     layout: str  # the release layout read (layouts.LAYOUTS)
 
@@ -60,11 +62,14 @@ def _check_ratings(t: pa.Table, where: str, first_line: int, header: str) -> dic
         if n := t[col].null_count:
             raise UserError(f"{where}: {n} rows have an empty {col}")
     cols = {c: t[c].to_numpy() for c in RATINGS_SCHEMA}
-    r = cols[RATING]
+    r, ts = cols[RATING], cols[TIMESTAMP]
     bad = np.flatnonzero(~((r >= MIN_RATING) & (r <= MAX_RATING)))  # also catches NaN
     if len(bad):
         raise UserError(f"{where}: {len(bad)} ratings outside {MIN_RATING}..{MAX_RATING}"
                         f" (first on line {bad[0] + first_line}: {r[bad[0]]})")
+    if len(bad := np.flatnonzero(ts < 0)):
+        raise UserError(f"{where}: {len(bad)} negative timestamps (first on line {bad[0] + first_line}: "
+                        f"{ts[bad[0]]}); expected unix seconds")
     return cols
 
 
@@ -78,12 +83,15 @@ def _clean_movies(t: pa.Table, where: str, header: str) -> tuple[pa.Table, dict[
     if len(dup := ids[1:][ids[1:] == ids[:-1]]):
         raise UserError(f"{where}: {len(dup)} repeated movieIds (first: {dup[0]}); each movie must appear once")
     titles = t[TITLE].to_pandas().str.strip()
+    broken = titles.str.contains(LINE_BREAK, regex=True)
+    titles = titles.str.replace(LINE_BREAK, " ", regex=True)
     t = t.set_column(t.schema.get_field_index(TITLE), TITLE, pa.array(titles, pa.string()))
     oddities = {
         "movies_no_genres": int((t[GENRES].to_pandas() == NO_GENRES).sum()),
         "titles_with_comma": int(titles.str.contains(",", regex=False).sum()),
         "titles_with_quote": int(titles.str.contains('"', regex=False).sum()),
         "titles_non_ascii": int((~titles.map(str.isascii)).sum()),
+        "titles_with_newline": int(broken.sum()),  # each line break replaced by a space
     }
     return t, oddities
 

@@ -1,9 +1,10 @@
 """`movierec prepare`: MovieLens -> Yes/No examples for LLaMA-Factory, plus what later stages read.
 
-Outputs in out_dir: movielens_qwen3_{train,eval}.jsonl (alpaca fields + metadata), dataset_info.json,
-ratings.parquet and movies.parquet (all valid ratings and movies), and manifest.json, written last.
-Same inputs and config give the same bytes; a re-run with an unchanged fingerprint (input md5s +
-config) skips unless --force.
+Outputs in out_dir (named and written by datadir.DatasetDir): movielens_qwen3_{train,eval}.jsonl (alpaca
+fields + metadata), dataset_info.json, ratings.parquet and movies.parquet (all valid ratings and movies), and
+manifest.json, written last with each file's size and sha256. Same inputs and config give the same bytes; a
+re-run skips unless --force, the fingerprint (input md5s + config) changed, or an output no longer matches the
+manifest.
 """
 
 from __future__ import annotations
@@ -28,24 +29,19 @@ from movierec.data.download import download
 from movierec.data.movielens import GENRES, MOVIE, RATING, TIMESTAMP, TITLE, USER, MovieLens
 from movierec.data.prompts import NO, YES, render_inputs
 from movierec.data.split import Examples, split
+from movierec.datadir import DatasetDir
 from movierec.errors import UserError
-from movierec.io import atomic_write_bytes, atomic_write_json
 
-TRAIN_NAME, EVAL_NAME = "movielens_qwen3_train", "movielens_qwen3_eval"
-DATASET_INFO, MANIFEST = "dataset_info.json", "manifest.json"
-RATINGS_PARQUET, MOVIES_PARQUET = "ratings.parquet", "movies.parquet"
-FORMAT_VERSION = 2  # bump when the output format changes, so old outputs count as stale
-
-
-def dataset_info() -> dict[str, Any]:
-    """LLaMA-Factory's registry of both splits (alpaca format)."""
-    columns = {"prompt": "instruction", "query": "input", "response": "output"}
-    return {name: {"file_name": f"{name}.jsonl", "columns": columns} for name in (TRAIN_NAME, EVAL_NAME)}
+# bump when the output format changes, so old outputs count as stale (3: manifest files hold size + sha256;
+# titles' line breaks become spaces)
+FORMAT_VERSION = 3
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_data_config(args.config, args.override, input=args.input, out_dir=args.out)
-    source = obtain_input(cfg)
+    out = DatasetDir(cfg.out_dir)
+    out.check_writable()  # before anything is generated, downloaded or read
+    source = obtain_input(cfg, given=args.input is not None)
     inputs = layouts.input_md5s(source)
     truth = truth_file(source)
     if truth is not None:
@@ -53,9 +49,8 @@ def main(args: argparse.Namespace) -> int:
     fingerprint = hashlib.sha256(json.dumps(
         {"format_version": FORMAT_VERSION, "config": cfg.to_dict(), "inputs": inputs}, sort_keys=True,
     ).encode()).hexdigest()
-    out = Path(cfg.out_dir)
     if not args.force and _up_to_date(out, fingerprint):
-        print(f"{out} is up to date (same inputs and config); pass --force to rebuild")
+        print(f"{out.path} is up to date (same inputs, config and outputs); pass --force to rebuild")
         return 0
     start = time.perf_counter()
     data = layouts.load(source)
@@ -63,27 +58,24 @@ def main(args: argparse.Namespace) -> int:
          f"({data.layout} layout)", start)
     files, summary = build(data, cfg, truth)
     _log("built examples", start)
-    manifest = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "inputs": inputs,
-                "layout": data.layout, "config": cfg.to_dict(), **summary,
-                "files": {name: hashlib.md5(payload).hexdigest() for name, payload in sorted(files.items())}}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # an interrupted rewrite must not look up to date
-    for name, payload in files.items():
-        atomic_write_bytes(out / name, payload)
-    atomic_write_json(out / DATASET_INFO, dataset_info())
-    atomic_write_json(out / MANIFEST, manifest)
+    out.write_outputs(files, {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "inputs": inputs,
+                              "layout": data.layout, "config": cfg.to_dict(), **summary})
     train, eval_ = summary["splits"]["train"], summary["splits"]["eval"]
-    _log(f"wrote {out}: {cfg.n_train:,} train (positive rate {train['positive_rate']:.3f}), "
+    _log(f"wrote {out.path}: {cfg.n_train:,} train (positive rate {train['positive_rate']:.3f}), "
          f"{cfg.n_eval:,} eval (positive rate {eval_['positive_rate']:.3f}, warm share "
          f"{eval_['warm_share']:.3f}), cutoff {summary['cutoff_utc']}", start)
     return 0
 
 
-def obtain_input(cfg: DataConfig) -> Path:
-    """The input path; when absent, generate it (config `synth`) or download it (config `url`)."""
+def obtain_input(cfg: DataConfig, given: bool = False) -> Path:
+    """The input path. The config's own input, when absent, is generated (config `synth`) or downloaded
+    (config `url`); a path `given` on the command line (--input) must exist: a typo never becomes data."""
     source = Path(cfg.input)
     if source.exists():
         return source
+    if given:
+        raise UserError(f"--input {source}: not found (a path given with --input is never generated or downloaded; "
+                        "to fill the config's own input, drop --input or use --override input=PATH)")
     if cfg.synth:
         s = cfg.synth
         print(f"{source} not found; generating synthetic data there", file=sys.stderr)
@@ -136,10 +128,9 @@ def build(data: MovieLens, cfg: DataConfig,
     train_lines, train_label, train_chars = _records(data, parts.train, np.ones(cfg.n_train, dtype=bool), cfg)
     eval_lines, eval_label, eval_chars = _records(data, parts.eval, warm, cfg)
     eval_users = user[parts.eval.target]
-    files = {
-        f"{TRAIN_NAME}.jsonl": train_lines, f"{EVAL_NAME}.jsonl": eval_lines,
-        RATINGS_PARQUET: _parquet(r), MOVIES_PARQUET: _parquet(data.movies),
-    }
+    d = DatasetDir
+    files = {d.jsonl_name(d.TRAIN_NAME): train_lines, d.jsonl_name(d.EVAL_NAME): eval_lines,
+             d.RATINGS: _parquet(r), d.MOVIES: _parquet(data.movies)}
     summary = {
         "cutoff_timestamp": parts.cutoff,
         "cutoff_utc": datetime.fromtimestamp(parts.cutoff, tz=UTC).isoformat(),
@@ -209,13 +200,19 @@ def _parquet(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _up_to_date(out: Path, fingerprint: str) -> bool:
-    try:
-        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _up_to_date(out: DatasetDir, fingerprint: str) -> bool:
+    """Same fingerprint, and every output still as the manifest recorded it (sizes, cached sha256s)."""
+    if not out.is_prepared() or out.manifest().get("fingerprint") != fingerprint:
         return False
-    expected = [*manifest.get("files", {}), DATASET_INFO]
-    return manifest.get("fingerprint") == fingerprint and all((out / f).is_file() for f in expected)
+    try:
+        changed = out.changed()
+    except UserError as e:  # a manifest edited by hand
+        changed = [str(e)]
+    if changed:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        print(f"{changed[0]}{more}; rebuilding", file=sys.stderr)
+        return False
+    return True
 
 
 def _log(message: str, start: float) -> None:
