@@ -122,3 +122,12 @@ def test_dry_run_of_the_reference_command(capsys):
     assert "device: cuda" in out
     assert "trainable 10,092,544 || all 606,142,464 || trainable% 1.6650" in out
     assert re.search(r"total optimizer steps 234,813, warmup steps 7,045", out)
+
+
+def test_report_to_takes_a_list_and_names_a_missing_tracker(capsys):
+    assert train("--override", "report_to=[tensorboard]") == 0
+    capsys.readouterr()
+    assert train("--override", "report_to=[tensorboard, wandbb]") == 2
+    assert errors(capsys)[0].startswith("error: report_to: unknown integration 'wandbb' (known: ")
+    assert train("--override", "report_to=[tensorboard, aim]") == 2
+    assert "error: report_to: aim needs the aim package, which is not installed: pip install aim" in errors(capsys)

@@ -118,3 +118,77 @@ def test_save_total_limit_keeps_the_best_checkpoint(tiny_model, prepared_data, t
     kept = sorted(p.name for p in out.glob("checkpoint-*"))
     assert len(kept) == 2 and "checkpoint-8" in kept and best in kept
     assert best != "checkpoint-6"  # an early checkpoint outlived newer ones
+
+
+def test_quiet_console_and_train_log(first_run):
+    """A header, one progress bar, a line per evaluation and a summary; library output in train.log."""
+    out, proc = first_run
+    console = proc.stdout + proc.stderr
+    assert "[INFO" not in console and "Qwen3Config" not in console, console[-3000:]
+    assert console.count("eval at step") >= 2 and "over the whole run" in proc.stdout
+    assert len(proc.stdout.splitlines()) < 20, proc.stdout
+    log = (out / "train.log").read_text()
+    assert "llamafactory" in log and "INFO" in log  # what the console left out is kept
+
+
+def test_resume_replaying_steps_keeps_each_step_once(first_run, tiny_model, prepared_data, tmp_path):
+    """Resuming at checkpoint-3 of a 6-step run replays steps 4-6: logs hold each step once, and the
+    whole run's loss is reported (transformers' train_results.json counts the last segment only)."""
+    import shutil
+
+    src, _ = first_run
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=6", "--resume", "checkpoint-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = log_lines(out)
+    assert [line["current_steps"] for line in lines if "loss" in line] == [1, 2, 3, 4, 5, 6]
+    assert [line["current_steps"] for line in lines if "eval_loss" in line] == [3, 6]
+    steps = [json.loads(x)["step"] for x in (out / "step_times.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    whole = sum(line["loss"] for line in lines if "loss" in line) / 6
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["train_loss"] == pytest.approx(whole, rel=1e-6)
+    assert results["train_loss_last_segment"] != pytest.approx(whole)
+    assert json.loads((out / "run_summary.json").read_text())["segments"] == 2
+    assert (out / "resolved_config.before-checkpoint-3.yaml").is_file()
+
+
+def test_resume_with_other_adapter_shapes_is_refused(first_run, tiny_model, prepared_data):
+    out, _ = first_run
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=9", "--override", "lora_rank=8",
+                 "--resume", "checkpoint-6")
+    assert proc.returncode == 2
+    assert "lora_rank 8 (the checkpoint's: 16)" in proc.stderr and "Traceback" not in proc.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # the record untouched
+
+
+def test_every_tracker_hears_the_scores_with_the_evaluations_step(tiny_model, prepared_data, tmp_path):
+    """eval_auc / eval_uauc / eval_log_loss go through the Trainer's own log: any report_to integration's
+    on_log receives them, at the evaluation's step (a recording callback stands in for W&B, MLflow, ...)."""
+    import yaml
+    from transformers import TrainerCallback
+
+    from movierec.worker import run
+
+    class Recorder(TrainerCallback):
+        def __init__(self):
+            self.seen = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.seen.append((state.global_step, dict(logs)))
+
+    out = tmp_path / "out"
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=1", "--override", "eval_strategy=no")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lf = yaml.safe_load((out / "llamafactory_train.yaml").read_text())
+    lf.update(output_dir=str(tmp_path / "again"), max_steps=4, eval_strategy="steps", eval_steps=2, save_steps=4,
+              logging_dir=str(tmp_path / "again" / "runs" / "t"))
+    (tmp_path / "lf.yaml").write_text(yaml.safe_dump(lf))
+    recorder = Recorder()
+    run(tmp_path / "lf.yaml", out / "resolved_config.yaml", [recorder])
+    evals = [(step, logs) for step, logs in recorder.seen if "eval_loss" in logs]
+    assert [step for step, _ in evals] == [2, 4, 4]  # during training, and the final evaluation
+    for _, logs in evals:
+        assert {"eval_auc", "eval_uauc", "eval_log_loss"} <= set(logs) and 0 <= logs["eval_auc"] <= 1

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     # bitsandbytes warns at import that an optional CPU kernel package is absent: noise for users
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     if not getattr(args, "verbose", False):  # LLaMA-Factory's INFO lines (model loading, ...) are for train.log
-        os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
+        os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
     module, func = COMMANDS[args.command].split(":")
     try:
         result = getattr(importlib.import_module(module), func)(args)

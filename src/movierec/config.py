@@ -148,7 +148,8 @@ def _coerce(key: str, value: Any, action: argparse.Action, default: Any, type_st
         raise ValueError(f"expected {_type_name(action)}, got a mapping")
     if isinstance(value, list):
         if action.nargs not in ("+", "*"):
-            if "list" in type_str or "dict" in type_str:  # e.g. report_to, typed as str/list union
+            # report_to: LLaMA-Factory's dataclass types it str, transformers' Trainer takes a list too
+            if "list" in type_str or "dict" in type_str or key in LIST_KEYS:
                 return [_coerce(key, v, action, default, "str") for v in value]
             raise ValueError(f"expected {_type_name(action)}, got a list")
         return [_coerce(key, v, action, default, "str") for v in value]
@@ -221,6 +222,8 @@ def validate(cfg: dict[str, Any], data_required: bool = True, warn=print) -> tup
     return lf_args, mr_args
 
 
+LIST_KEYS = {"report_to"}  # typed str, yet a list is valid (transformers reads it as several integrations)
+
 # Keys whose values are paths on this machine (a hub id passes through expansion unchanged).
 PATH_KEYS = {"output_dir", "dataset_dir", "model_name_or_path", "adapter_name_or_path", "cache_dir", "tokenized_path",
              "logging_dir", "deepspeed", "media_dir", "export_dir", "resume_from_checkpoint"}
@@ -282,6 +285,12 @@ OPTIONAL_PACKAGES = {
 }
 
 
+# report_to integrations -> the module each needs (transformers fails on a missing one only at Trainer start)
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
+            "neptune": "neptune", "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab",
+            "trackio": "trackio", "aim": "aim"}
+
+
 def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -297,6 +306,15 @@ def check_levers(args: dict[str, Any]) -> list[str]:
         if args.get(key) == value and not installed(module):
             problems.append(f"{key}: {_to_text(value)} needs the {module.replace('_', '-')} package, which is not "
                             f"installed: {how}")
+    trackers = args.get("report_to") or []
+    for tracker in [trackers] if isinstance(trackers, str) else trackers:
+        if tracker not in TRACKERS and tracker not in ("none", "all"):
+            problems.append(f"report_to: unknown integration {tracker!r} (known: {', '.join(sorted(TRACKERS))}, "
+                            "none, all)")
+        module = TRACKERS.get(tracker)
+        if module and not installed(module):
+            problems.append(f"report_to: {tracker} needs the {module} package, which is not installed: "
+                            f"pip install {module}")
     if args.get("packing") and not args.get("neat_packing"):
         problems.append("packing: true lets the examples packed into one sequence attend to each other; "
                         "use neat_packing: true (packing without cross-example attention)")
