@@ -39,7 +39,7 @@ def test_report_from_fixture(project):
     assert "| **Trainable Percentage** | 1.6650% |" in text
     assert "q_proj" in text and "| **Hidden Size**" not in text and "- **Hidden Size**: 1,024" in text
     assert "| Model | Users | N | AUC | UAUC | Log loss | Accuracy | F1 | ECE |" in text
-    assert "| LLM (checkpoint-800) | overall | 200 | 0.7639 | 0.7202 |" in text
+    assert "| LLM fine-tuned (checkpoint-800) | overall | 200 | 0.7639 | 0.7202 |" in text
     assert "| baseline: gbdt | cold | 40 |" in text
     assert "### Ranking" not in text and "confidence interval" not in text  # the fixture has neither
     assert "| **Estimated Total with Evaluations** | 201.2 h (1,174 evaluations) |" in text
@@ -197,11 +197,11 @@ def test_quality_with_intervals_and_ranking(project_with_intervals):
     text = (project_with_intervals / RUN / "report.md").read_text()
     assert "Brackets: 95% confidence interval." in text
     # auc 0.7639 [0.7139, 0.8139]; uauc 0.7202 [0.6702, 0.7702]; accuracy has no interval
-    assert "| LLM (checkpoint-800) | overall | 200 | 0.764 [0.71, 0.81] | 0.720 [0.67, 0.77] | 0.567 [0.52, 0.62] " \
+    assert "| LLM fine-tuned (checkpoint-800) | overall | 200 | 0.764 [0.71, 0.81] | 0.720 [0.67, 0.77] | 0.567 [0.52, 0.62] " \
            "| 0.6950 |" in text
     assert "| oracle (true probabilities) | overall | 200 | 0.900 [0.87, 0.93] |" in text
     assert "### Ranking" in text and "| Model | hr@10 | ndcg@10 | mrr |" in text
-    assert "| LLM (checkpoint-800) | 0.410 [0.36, 0.46] | 0.2300 | 0.1900 |" in text
+    assert "| LLM fine-tuned (checkpoint-800) | 0.410 [0.36, 0.46] | 0.2300 | 0.1900 |" in text
     assert "| baseline: gbdt | 0.4000 | 0.2000 | 0.1600 |" in text
     assert "| oracle (true probabilities) | 0.6000 | 0.4000 | 0.3500 |" in text
     assert text.index("| baseline: constant | 0.0000") < text.index("| baseline: gbdt | 0.4000")

@@ -88,11 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score the eval set: P(Yes) per example, AUC and friends")
     p.add_argument("--run", required=True, help="run folder (output_dir of a training run)")
-    p.add_argument("--checkpoint", default="latest", help="latest | best | all | checkpoint-N")
+    p.add_argument("--checkpoint", default="latest",
+                   help="latest | best | all | checkpoint-N | base (the base model, zero-shot); several: best,base")
     p.add_argument("--batch-size", type=int, default=None, help="examples per forward pass")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--max-examples", type=int, default=None, help="score a deterministic subsample")
     p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
+    p.add_argument("--ks", default="1,5,10", help="ranking cut-offs K for HR@K and NDCG@K (default 1,5,10)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="user-level bootstrap resamples for 95%% intervals "
+                   "(0: none)")
+    p.add_argument("--no-ranking", action="store_true", help="skip the prepared ranking lists")
 
     p = sub.add_parser("baselines", help="classical recommenders on the same eval examples")
     p.add_argument("--data", required=True, help="prepared data folder (with manifest.json)")

@@ -39,6 +39,8 @@ class DatasetDir:
     RATINGS = "ratings.parquet"
     MOVIES = "movies.parquet"
     BASELINES = "baselines.json"
+    BASELINE_PREDICTIONS = "baselines_predictions.jsonl"  # per eval example, a column per baseline
+    RANKING = "ranking.jsonl"  # candidate lists for ranking metrics (see data/ranking.py)
     TRAIN_NAME = "movielens_qwen3_train"
     EVAL_NAME = "movielens_qwen3_eval"
     HASH_CACHE = ".hashes.json"

@@ -48,6 +48,8 @@ class DataConfig:
     like_threshold: float = 4.0
     cutoff_quantile: float = 0.9
     seed: int = 0
+    ranking_users: int = 500
+    ranking_negatives: int = 99
     instruction: str = ("Given a user's movie ratings, predict whether the user will like the candidate "
                         "movie. Answer Yes or No.")
 
@@ -125,6 +127,8 @@ def _check_values(c: DataConfig) -> list[str]:
         ("md5", c.md5, c.md5 is None or re.fullmatch(r"[0-9a-f]{32}", c.md5),
          "must be 32 lowercase hex digits or null"),
         ("instruction", c.instruction, c.instruction.strip(), "must not be empty"),
+        ("ranking_users", c.ranking_users, c.ranking_users >= 0, "must be at least 0"),
+        ("ranking_negatives", c.ranking_negatives, c.ranking_negatives >= 0, "must be at least 0"),
         ("input", c.input, c.input.strip(), "must not be empty"),
     ]
     if c.synth:

@@ -28,13 +28,14 @@ from movierec.data.config import DataConfig, load_data_config
 from movierec.data.download import download
 from movierec.data.movielens import GENRES, MOVIE, RATING, TIMESTAMP, TITLE, USER, MovieLens
 from movierec.data.prompts import NO, YES, render_inputs
+from movierec.data.ranking import ranking_lines
 from movierec.data.split import Examples, split
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 
 # bump when the output format changes, so old outputs count as stale (3: manifest files hold size + sha256;
 # titles' line breaks become spaces)
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
 def main(args: argparse.Namespace) -> int:
@@ -149,6 +150,8 @@ def build(data: MovieLens, cfg: DataConfig,
         "prompt_chars": _describe(np.concatenate([train_chars, eval_chars])),
         "oddities": data.oddities,
     }
+    if cfg.ranking_users:
+        files[d.RANKING], summary["ranking"] = ranking_lines(data, parts.eval.target, eval_label, cfg)
     if truth is not None:
         summary["oracle"] = oracle(truth, eval_users, r[MOVIE].to_numpy()[parts.eval.target], eval_label,
                                    warm, cfg.like_threshold)

@@ -13,7 +13,13 @@ from movierec.io import atomic_write_text
 from movierec.report import quality, sections
 from movierec.report.inputs import load_run, run_files
 from movierec.report.plots import write_plots
-from movierec.report.stats import _seconds, parameter_counts, train_speed  # noqa: F401 (tests import these from here)
+from movierec.report.stats import (  # noqa: F401 (tests import these from here)
+    _seconds,
+    paired_comparison,
+    parameter_counts,
+    train_speed,
+)
+from movierec.rundir import RunDir
 
 
 def build_report(run: dict, plots: dict[str, str], files: list[str]) -> str:
@@ -32,8 +38,9 @@ def build_report(run: dict, plots: dict[str, str], files: list[str]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     run = load_run(args.run, args.baselines)
-    plots = write_plots(run, run["dir"] / "plots")
-    path = run["dir"] / "report.md"
+    run["paired"] = paired_comparison(run)
+    plots = write_plots(run, run["dir"] / RunDir.PLOTS)
+    path = run["dir"] / RunDir.REPORT
     atomic_write_text(path, build_report(run, plots, run_files(run["dir"])))
     print(f"wrote {path} and {len(plots)} plot(s) in {run['dir'] / 'plots'}")
     for label, p, data in (("data manifest", run["manifest_path"], run["manifest"]),

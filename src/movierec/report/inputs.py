@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from movierec.errors import UserError
 from movierec.datadir import DatasetDir
+from movierec.errors import UserError
 from movierec.rundir import RunDir
 
 
@@ -115,7 +115,14 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
         "manifest_path": manifest_path,
         "baselines": _json(Path(baselines)) if baselines else None,
         "baselines_path": Path(baselines) if baselines else None,
+        "baseline_predictions": _jsonl(Path(baselines).parent / DatasetDir.BASELINE_PREDICTIONS) if baselines else [],
     }
+
+
+def _jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def run_files(run_dir: Path) -> list[str]:

@@ -31,12 +31,16 @@ def _metric_row(name: str, blocks: dict, group: str) -> list[Any]:
 
 
 def _ranking(rankings: dict[str, dict]) -> str:
-    """One row per model; columns are the ranking block's keys (hr@10, ndcg@10, mrr, ...) in file order."""
+    """One row per model: HR@k, NDCG@k, MRR (with intervals) and the lists scored."""
     cols: list[str] = []
     for block in rankings.values():
-        cols += [k for k in block if not k.endswith("_ci95") and k not in cols]
-    return ("\n### Ranking\n\nRanking metrics as `movierec evaluate` and `movierec baselines` computed them "
-            "(each model's `ranking` block).\n\n"
+        cols += [k for k in block if k.startswith(("hr@", "ndcg@", "mrr")) and not k.endswith("_ci95")
+                 and k not in cols]
+    sizes = next(iter(rankings.values())).get("candidates_per_user") or {}
+    return ("\n### Ranking\n\nEach eval user with a liked eval target ranks one list: their eval targets and "
+            "unrated movies sampled by popularity (prepared once, the same for every model); relevant = the "
+            f"liked targets. {fmt(next(iter(rankings.values())).get('users'))} lists of "
+            f"{fmt(sizes.get('min'))}-{fmt(sizes.get('max'))} candidates.\n\n"
             + table(["Model", *cols], [[name, *(metric_cell(b, k) for k in cols)] for name, b in rankings.items()]))
 
 
@@ -46,13 +50,20 @@ def section(run: dict, plots: dict[str, str]) -> str:
     if m is None and base is None:
         return out[0] + f"{NA} (run `movierec evaluate --run DIR` and `movierec baselines --data DATA`)\n"
     models, rankings = {}, {}  # name -> {group: metrics block}, name -> ranking block
-    if m is not None:
-        name = f"LLM ({m.get('checkpoint', '?')})"
+    if m is not None and m.get("metrics"):
+        name = f"LLM fine-tuned ({m.get('checkpoint', '?')})"
         models[name], rankings[name] = m["metrics"], m.get("ranking") or m["metrics"].get("ranking")
         out.append(f"LLM scored by `movierec evaluate`: {m.get('checkpoint')} on {fmt(m.get('n'))} eval examples; "
                    "P(Yes) from the Yes/No logits, threshold 0.5.\n\n")
     else:
         out.append(f"LLM metrics {NA} (no metrics.json: run `movierec evaluate --run DIR`).\n\n")
+    if m is not None and m.get("zero_shot"):
+        models["LLM zero-shot (base model)"] = m["zero_shot"]["metrics"]
+        rankings["LLM zero-shot (base model)"] = m["zero_shot"].get("ranking")
+        out.append("The zero-shot row scores the base model without the adapter, the same way "
+                   "(`movierec evaluate --checkpoint base`).\n\n")
+    elif m is not None:
+        out.append("No zero-shot row (run `movierec evaluate --run DIR --checkpoint base`).\n\n")
     where = run["baselines_path"]
     if base is not None:
         for k, blocks in ordered_baselines(base):
@@ -76,6 +87,8 @@ def section(run: dict, plots: dict[str, str]) -> str:
            for blocks in models.values() for g in GROUPS for _, key in METRIC_COLUMNS):
         out.append("Brackets: 95% confidence interval.\n\n")
     out.append(table(["Model", "Users", *(c for c, _ in METRIC_COLUMNS)], rows))
+    if run.get("paired"):
+        out.append(_paired(run["paired"]))
     rankings = {name: r for name, r in rankings.items() if r}
     if rankings:
         out.append(_ranking(rankings))
@@ -87,3 +100,19 @@ def section(run: dict, plots: dict[str, str]) -> str:
     if "calibration" in plots:
         out.append(f"\n![Calibration]({plots['calibration']})\n")
     return "".join(out)
+
+
+def _paired(paired: dict) -> str:
+    """The fine-tuned LLM against the best baseline on the same examples, the same user resamples."""
+    rows = []
+    for key, label in (("auc", "AUC"), ("uauc", "UAUC"), ("log_loss", "Log loss")):
+        d = paired["comparison"].get(key) or {}
+        if d.get("diff") is None:
+            continue
+        lo, hi = d.get("diff_ci95") or (None, None)
+        rows.append([label, fmt(d["a"], 4), fmt(d["b"], 4), f"{d['diff']:+.4f}",
+                     f"[{lo:+.4f}, {hi:+.4f}]" if lo is not None else "—", fmt(d.get("share_a_better"), 3)])
+    return (f"\n### LLM vs the Best Baseline\n\nPaired user-level bootstrap ({paired['comparison'].get('n_boot')} "
+            f"resamples of {fmt(paired['comparison'].get('users'))} users): the fine-tuned LLM minus "
+            f"`{paired['baseline']}` (the baseline with the highest AUC), on the same eval examples.\n\n"
+            + table(["Metric", "LLM", paired["baseline"], "Difference", "95% interval", "Share LLM better"], rows))

@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from movierec.report.stats import PEAK_WINDOW, STABLE_AFTER, estimates, eval_runs, progress, step_interval, train_speed
+from movierec.report.stats import (
+    PEAK_WINDOW,
+    STABLE_AFTER,
+    estimates,
+    eval_runs,
+    progress,
+    step_interval,
+    train_speed,
+)
 
 NA = "not available"
 

@@ -1,0 +1,64 @@
+"""Ranking lists: for eval users with a liked eval target, their eval targets plus sampled unrated movies.
+
+Each list is scored as of the user's ranking time, the timestamp of their first eval target: every
+candidate's prompt shows the same history, the user's latest ratings strictly before that time
+(so no eval target), as a deployed recommender would rank a slate. Relevant = the liked targets.
+The other candidates are the user's not-liked targets and `ranking_negatives` movies the user never
+rated, sampled with the seed in proportion to their number of ratings (popularity-weighted: uniform
+negatives are mostly obscure movies, which any popularity signal ranks last, so the metrics would
+mostly measure popularity; weighting by popularity makes the list resemble what a user is shown).
+The lists are written once by `prepare` (ranking.jsonl), so every model and every rerun ranks the
+same candidates.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from movierec.data.config import DataConfig
+from movierec.data.movielens import GENRES, MOVIE, RATING, TIMESTAMP, TITLE, USER, MovieLens
+from movierec.data.prompts import render_input
+
+
+def ranking_lines(data: MovieLens, eval_target: np.ndarray, eval_label: np.ndarray,
+                  cfg: DataConfig) -> tuple[bytes, dict]:
+    """ranking.jsonl's bytes (one line per candidate) and the manifest's summary of the lists."""
+    r = data.ratings
+    user, movie, ts, rating = (r[c].to_numpy() for c in (USER, MOVIE, TIMESTAMP, RATING))
+    movie_ids = data.movies[MOVIE].to_numpy()
+    titles = data.movies[TITLE].to_numpy(zero_copy_only=False)
+    genres = data.movies[GENRES].to_numpy(zero_copy_only=False)
+    rng = np.random.default_rng([cfg.seed, 2])
+
+    eligible = np.unique(user[eval_target[eval_label.astype(bool)]])  # users with a liked eval target
+    chosen = np.sort(rng.choice(eligible, min(cfg.ranking_users, len(eligible)), replace=False))
+    counts = np.bincount(np.searchsorted(movie_ids, movie), minlength=len(movie_ids)).astype(np.float64)
+    starts = np.searchsorted(user, chosen, side="left")  # ratings are sorted by (user, timestamp, movie)
+    ends = np.searchsorted(user, chosen, side="right")
+    lines, sizes = [], []
+    for u, lo, hi in zip(chosen.tolist(), starts.tolist(), ends.tolist()):
+        targets = eval_target[user[eval_target] == u]
+        t0 = int(ts[targets].min())
+        before = np.arange(lo, hi)[ts[lo:hi] < t0][-cfg.history_len:]
+        history_pos = np.searchsorted(movie_ids, movie[before])
+        weights = counts.copy()
+        weights[np.searchsorted(movie_ids, movie[lo:hi])] = 0  # never a movie the user rated
+        n_neg = min(cfg.ranking_negatives, int((weights > 0).sum()))
+        negatives = rng.choice(len(movie_ids), n_neg, replace=False, p=weights / weights.sum()) if n_neg else []
+        candidates = [(int(movie[t]), int(rating[t] >= cfg.like_threshold), "target") for t in targets]
+        candidates += [(int(movie_ids[m]), 0, "sampled") for m in negatives]
+        sizes.append(len(candidates))
+        for movie_id, relevant, kind in candidates:
+            pos = np.searchsorted(movie_ids, movie_id)
+            text = render_input(titles[history_pos].tolist(), rating[before].tolist(), titles[pos], genres[pos],
+                                cfg.like_threshold)
+            lines.append(json.dumps({"list_id": u, "user_id": u, "movie_id": movie_id, "relevant": relevant,
+                                     "kind": kind, "timestamp": t0, "instruction": cfg.instruction, "input": text},
+                                    ensure_ascii=False))
+    summary = {"users": len(chosen), "eligible_users": len(eligible), "negatives": cfg.ranking_negatives,
+               "sampling": "popularity-weighted unrated movies",
+               "candidates": int(sum(sizes)), "candidates_per_list": {"min": min(sizes, default=0),
+                                                                      "max": max(sizes, default=0)}}
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b"", summary
