@@ -32,11 +32,16 @@ def test_explicit_candidates(demo_run, prepared_data, capsys):
     assert recommend(demo_run, "--user", str(user), "--candidates", ",".join(map(str, movies))) == 0
     out = capsys.readouterr().out
     assert "top 3 of 3 candidates" in out
+    twice = ",".join(map(str, [movies[0], movies[0], movies[1], movies[0]]))
+    assert recommend(demo_run, "--user", str(user), "--candidates", twice) == 0
+    out = capsys.readouterr().out
+    assert "top 2 of 2 candidates" in out and out.count(f" {movies[0]}  ") == 1  # each movie once
 
 
 @pytest.mark.parametrize("args, message", [
     (["--user", "999999"], "no ratings for this user"),
     (["--user", "1", "--candidates", "1,x"], "--candidates"),
+    (["--user", "1", "--candidates", ","], "--candidates: no movie id"),
     (["--user", "1", "--top-k", "0"], "--top-k"),
     (["--user", "1", "--checkpoint", "all"], "--checkpoint"),
 ])
@@ -52,4 +57,4 @@ def test_missing_run_and_no_checkpoints(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "llamafactory_train.yaml").write_text("output_dir: x\n")
     assert recommend(tmp_path / "run", "--user", "1") == 2
-    assert "no complete checkpoint" in capsys.readouterr().err
+    assert "is not a movierec run" in capsys.readouterr().err

@@ -108,4 +108,86 @@ def test_evaluate_bad_inputs(tmp_path, capsys):
     (run / "llamafactory_train.yaml").write_text("output_dir: x\n")
     assert main(["evaluate", "--run", str(run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "no complete checkpoint" in err
+    assert err.count("\n") == 0 and "is not a movierec run" in err
+
+
+def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run, tmp_path):
+    import shutil
+
+    from movierec.datadir import DatasetDir
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run)  # a copy: this test's evaluations must not change the shared run
+    assert main(["evaluate", "--run", str(run), "--checkpoint", "latest,base", "--device", "cpu",
+                 "--bootstrap", "200"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    data = DatasetDir(yaml_paths(run)["dataset_dir"])
+    lists = [json.loads(line) for line in data.file(data.RANKING).read_text().splitlines()]
+    assert m["checkpoint"] == "checkpoint-8" and m["zero_shot"]["checkpoint"] == "base"
+    ranking = m["ranking"]
+    assert ranking["users"] == len({c["list_id"] for c in lists if c["relevant"]})
+    assert 0 <= ranking["hr@10"] <= 1 and ranking["ndcg@10_ci95"] and ranking["mrr"] > 0
+    assert m["metrics"]["overall"]["auc_ci95"][0] <= m["metrics"]["overall"]["auc"] <= m["metrics"]["overall"]["auc_ci95"][1]
+    scored = [json.loads(line) for line in (run / "ranking_predictions.jsonl").read_text().splitlines()]
+    assert [(s["list_id"], s["movie_id"]) for s in scored] == [(c["list_id"], c["movie_id"]) for c in lists]
+    base_auc = m["zero_shot"]["metrics"]["overall"]["auc"]
+    assert base_auc != m["metrics"]["overall"]["auc"]  # the adapter changes the scores
+    # evaluating a fine-tuned checkpoint later keeps the zero-shot results beside it
+    assert main(["evaluate", "--run", str(run), "--checkpoint", "checkpoint-4", "--device", "cpu",
+                 "--bootstrap", "0"]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["zero_shot"]["metrics"]["overall"]["auc"] == base_auc and m["checkpoint"] == "checkpoint-4"
+    assert m["metrics"]["overall"]["auc_ci95"] is None and {"base", "checkpoint-4", "checkpoint-8"} <= set(
+        m["per_checkpoint"])
+
+
+def yaml_paths(run):
+    import yaml
+
+    return yaml.safe_load((run / "resolved_config.yaml").read_text())["paths"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ks", "1,5,1000"], "exceeds the shortest ranking list"),
+    (["--ks", "0"], "--ks: cut-offs must be >= 1"),
+    (["--checkpoint", "newest"], "expected latest, best, all or checkpoint-N"),
+    (["--checkpoint", "checkpoint-999"], "--checkpoint checkpoint-999: not found"),
+    (["--bootstrap", "-1"], "--bootstrap must be >= 0"),
+])
+def test_evaluate_bad_arguments(demo_run, capsys, args, message):
+    assert main(["evaluate", "--run", str(demo_run), "--device", "cpu", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+
+
+def test_stages_work_from_another_directory_and_after_moving_run_and_data_together(demo_run, tmp_path,
+                                                                                   monkeypatch, capsys):
+    import os
+    import shutil
+
+    import yaml
+
+    paths = yaml_paths(demo_run)
+    moved = tmp_path / "moved"
+    rel = os.path.relpath(paths["dataset_dir"], demo_run)
+    shutil.copytree(demo_run, moved / "r" / "run")
+    shutil.copytree(paths["dataset_dir"], (moved / "r" / "run" / rel).resolve())
+    record = moved / "r" / "run" / "resolved_config.yaml"
+    resolved = yaml.safe_load(record.read_text())
+    resolved["paths"]["dataset_dir"] = str(tmp_path / "gone")  # the original location no longer exists
+    record.write_text(yaml.safe_dump(resolved))
+    monkeypatch.chdir(tmp_path)  # nowhere near where training ran
+    for argv in (["evaluate", "--run", "moved/r/run", "--device", "cpu", "--no-ranking", "--bootstrap", "0"],
+                 ["report", "--run", "moved/r/run"],
+                 ["recommend", "--run", "moved/r/run", "--user", str(_first_user(moved / "r" / "run" / rel)),
+                  "--device", "cpu", "--top-k", "3"]):
+        assert main(argv) == 0, capsys.readouterr().err
+    assert "not found" not in (moved / "r" / "run" / "report.md").read_text().split("## Dataset")[1][:400]
+    resolved["paths"]["dataset_dir_from_run"] = "../nowhere"
+    record.write_text(yaml.safe_dump(resolved))
+    assert main(["evaluate", "--run", "moved/r/run", "--device", "cpu"]) == 2
+    assert "pass --data DIR" in capsys.readouterr().err
+
+
+def _first_user(data) -> int:
+    return json.loads((data / "movielens_qwen3_eval.jsonl").read_text().splitlines()[0])["user_id"]

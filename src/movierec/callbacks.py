@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ class QuietProgressCallback(ProgressCallback):
         if "eval_loss" in logs:
             shown = [("loss", "eval_loss"), ("AUC", "eval_auc"), ("UAUC", "eval_uauc")]
             parts = [f"{label} {logs[key]:.4f}" for label, key in shown if isinstance(logs.get(key), float)]
-            self.training_bar.write(f"eval at step {state.global_step:,}: {', '.join(parts)}")
+            self.training_bar.write(f"eval at step {state.global_step:,}: {', '.join(parts)}", file=sys.stderr)
 
 
 @contextlib.contextmanager

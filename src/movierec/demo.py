@@ -31,7 +31,7 @@ def main(args) -> int:
     _step("prepare", ["prepare", "--config", "configs/data/demo.yaml"])
     _step("train", ["train", "--config", "configs/demo_tiny.yaml", "--run-name", "demo", "--device", "cpu",
                     "--override", f"output_dir={run}", "--overwrite"])
-    _step("evaluate", ["evaluate", "--run", str(run), "--checkpoint", "all", "--device", "cpu"])
+    _step("evaluate", ["evaluate", "--run", str(run), "--checkpoint", "all,base", "--device", "cpu"])
     _step("baselines", ["baselines", "--data", DATA_DIR])
     _step("report", ["report", "--run", str(run)])
     user = json.loads(Path(DATA_DIR, "movielens_qwen3_eval.jsonl").open().readline())["user_id"]
@@ -42,20 +42,29 @@ def main(args) -> int:
 
 
 def summary(run: Path, data: Path) -> str:
-    """Did the model learn? Training loss first -> last, and eval AUC beside the baselines and the oracle."""
+    """Did the model learn? Training loss first -> last, then every model on the same eval examples and
+    ranking lists: AUC with its 95% interval, UAUC, HR@10, NDCG@10."""
     log = [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
     losses = [line["loss"] for line in log if "loss" in line]
     metrics = json.loads((run / "metrics.json").read_text())
     baselines = json.loads((data / "baselines.json").read_text())
-    rows = [(f"LLM, fine-tuned ({metrics['checkpoint']})", metrics["metrics"]["overall"])]
-    rows += [(f"baseline: {name}", blocks["overall"]) for name, blocks in baselines["baselines"].items()]
+    rows = [(f"LLM fine-tuned ({metrics['checkpoint']})", metrics["metrics"], metrics.get("ranking"))]
+    if metrics.get("zero_shot"):
+        rows.append(("LLM zero-shot (base model)", metrics["zero_shot"]["metrics"], metrics["zero_shot"].get("ranking")))
+    rows += [(f"baseline: {name}", blocks, blocks.get("ranking")) for name, blocks in baselines["baselines"].items()]
     if baselines.get("oracle"):
-        rows.append(("oracle (true probabilities)", baselines["oracle"]["metrics"]["overall"]))
+        rows.append(("oracle (true probabilities)", baselines["oracle"]["metrics"], None))
     lines = [f"training loss: {losses[0]:.3f} at the first log -> {losses[-1]:.3f} at the last" if losses else
-             "training loss: not logged", f"{'eval AUC on ' + str(metrics['n']) + ' examples':<34} {'AUC':>6} {'UAUC':>6}"]
-    lines += [f"{name:<34} {_num(m.get('auc'))} {_num(m.get('uauc'))}" for name, m in rows]
+             "training loss: not logged",
+             f"{'on ' + str(metrics['n']) + ' eval examples':<32} {'AUC [95% interval]':>21} {'UAUC':>6} "
+             f"{'HR@10':>6} {'NDCG@10':>7}"]
+    for name, blocks, ranking in rows:
+        o, r = blocks["overall"], ranking or {}
+        ci = o.get("auc_ci95")
+        auc = f"{_num(o.get('auc'))}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else " " * 15)
+        lines.append(f"{name:<32} {auc:>21} {_num(o.get('uauc'))} {_num(r.get('hr@10'))} {_num(r.get('ndcg@10'), 7)}")
     return "\n".join(lines)
 
 
-def _num(x) -> str:
-    return f"{x:6.3f}" if x is not None else "     —"
+def _num(x, width: int = 6) -> str:
+    return f"{x:{width}.3f}" if x is not None else " " * (width - 1) + "—"

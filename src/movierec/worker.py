@@ -10,6 +10,7 @@ shows one progress bar and a line per evaluation. `--verbose` keeps the librarie
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -91,7 +92,9 @@ def run(lf_yaml: str | Path, resolved_yaml: str | Path, extra_callbacks: list | 
     if resolved.get("device") == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _load_cpu_rank_state_on_cpu()
     callbacks = build_callbacks(lf_args, resolved.get("movierec", {}), resolved.get("plan")) + list(extra_callbacks or [])
-    with install_score_logging(), install_quiet_progress(enabled=not verbose):
+    # LLaMA-Factory print()s a tokenised example and more to stdout: in quiet mode that goes to train.log
+    stdout = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(handler.stream)
+    with install_score_logging(), install_quiet_progress(enabled=not verbose), stdout:
         try:
             run_exp(args=lf_args, callbacks=callbacks)
         finally:
