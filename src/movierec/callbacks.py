@@ -187,6 +187,32 @@ def build_callbacks(lf_args: dict[str, Any], mr_args: dict[str, Any],
     unit = "sequences" if lf_args.get("packing") or lf_args.get("neat_packing") else "examples"
     callbacks: list[TrainerCallback] = [CpuFp32Callback(),
                                         StepTimerCallback(lf_args["output_dir"], plan["rows_per_step"], unit)]
-    if mr_args.get("eval_auc", True) and lf_args.get("eval_dataset") and lf_args.get("eval_strategy", "no") != "no":
+    evaluates = lf_args.get("eval_strategy", "no") != "no"
+    if mr_args.get("eval_auc", True) and lf_args.get("eval_dataset") and evaluates:
         callbacks.append(ScoreCallback(lf_args, mr_args))
+    patience = mr_args.get("early_stopping_patience")
+    if patience is not None and evaluates and lf_args.get("metric_for_best_model"):  # bench turns evaluations off
+        callbacks.append(early_stopping(int(patience), float(mr_args.get("early_stopping_threshold") or 0.0)))
     return callbacks
+
+
+def early_stopping(patience: int, threshold: float) -> TrainerCallback:
+    """transformers' EarlyStoppingCallback on metric_for_best_model (eval_auc included: the scores join the
+    evaluation's metrics before `on_evaluate`, see install_score_logging). validate() checked its needs.
+
+    It counts evaluations in a row whose metric does not beat the best so far by more than `threshold`
+    and stops training at the `patience`-th. Every rank sees the same metrics, so all ranks stop together.
+    A resumed run counts from 0 again (the count is restored only with restore_callback_states_from_checkpoint).
+
+    movierec leaves load_best_model_at_end as configured (off unless set), although the callback warns
+    without it (in train.log): the best checkpoint is kept anyway (transformers tracks it for
+    metric_for_best_model and never rotates it away under save_total_limit), and movierec's later stages
+    choose it by name (`evaluate --checkpoint best`, whose metrics.json reports it first; `recommend`'s
+    default). Turning it on would silently change what LLaMA-Factory's end-of-run files mean when early
+    stopping is on: the adapter in output_dir and the final evaluation (eval_results.json, the summary's
+    "last evaluation") would be the best checkpoint's instead of the last step's, and it would add
+    transformers' rule that save_steps be a multiple of eval_steps.
+    """
+    from transformers import EarlyStoppingCallback
+
+    return EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold)

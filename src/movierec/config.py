@@ -35,6 +35,14 @@ class MovierecArguments:
         default=None, metadata={"help": "score a deterministic subsample of this many eval examples (null: all)"}
     )
     eval_auc_batch_size: int = field(default=16, metadata={"help": "examples per forward pass when scoring"})
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "stop training after this many evaluations in a row without "
+                                        "metric_for_best_model improving (null: off)"}
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "an evaluation counts as an improvement only when it beats the best "
+                                       "so far by more than this"}
+    )
 
 
 MOVIEREC_KEYS = {f.name for f in fields(MovierecArguments)}
@@ -207,8 +215,8 @@ def validate(cfg: dict[str, Any], data_required: bool = True, warn=print) -> tup
     defaults_mr = {f.name: f.default for f in fields(MovierecArguments)}
     mr_args = {**defaults_mr, **mr_args}
     bad = {p.split(":")[0] for p in problems}
-    problems += check_ranges({k: v for k, v in lf_args.items() if k not in bad},
-                             {k: v for k, v in mr_args.items() if k not in bad})
+    lf_ok, mr_ok = ({k: v for k, v in d.items() if k not in bad} for d in (lf_args, mr_args))
+    problems += check_ranges(lf_ok, mr_ok) + check_early_stopping(lf_ok, mr_ok)
     if "dataset_dir" not in bad:
         missing = [p for p in _check_datasets(lf_args) if p.endswith(NOT_PREPARED)]
         problems += [p for p in _check_datasets(lf_args) if p not in missing]
@@ -265,6 +273,8 @@ RANGES = [
     ("seed", _at_least(0), ">= 0"),
     ("eval_auc_samples", _at_least(1, optional=True), ">= 1 or null"),
     ("eval_auc_batch_size", _at_least(1), ">= 1"),
+    ("early_stopping_patience", _at_least(1, optional=True), "an integer >= 1 (evaluations) or null (off)"),
+    ("early_stopping_threshold", _at_least(0), ">= 0"),
 ]
 
 
@@ -275,6 +285,44 @@ def check_ranges(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
                 if key in given and not ok(given[key])]
     if float(lf.get("num_train_epochs", 3.0)) <= 0 and int(lf.get("max_steps", -1) or -1) <= 0:
         problems.append(f"num_train_epochs: must be > 0 (or set max_steps), got {lf.get('num_train_epochs')!r}")
+    return problems
+
+
+# ScoreCallback's metrics (exist only where movierec scores the eval_dataset at evaluations): higher is better?
+SCORES = {"eval_auc": True, "eval_uauc": True, "eval_log_loss": False}
+
+
+def check_early_stopping(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
+    """Early stopping and ranking by movierec's scores: what transformers only asserts when training
+    starts (patience without a metric or evaluations), or fails on at the first evaluation (a
+    metric_for_best_model that no evaluation logs: KeyError), or lets pass silently."""
+    problems = []
+    metric = lf.get("metric_for_best_model")
+    evaluates = lf.get("eval_strategy", "no") != "no"
+    if mr.get("early_stopping_patience") is not None:
+        if not metric:
+            problems.append("early_stopping_patience: needs metric_for_best_model, the metric it watches (e.g. "
+                            "eval_loss, or eval_auc with greater_is_better: true)")
+        if not evaluates:
+            problems.append("early_stopping_patience: needs evaluations during training (eval_strategy: steps or "
+                            "epoch), got eval_strategy: no")
+    name = metric if not metric or metric.startswith("eval_") else f"eval_{metric}"  # as transformers reads it
+    if name in SCORES and evaluates:
+        if not mr.get("eval_auc", True):
+            problems.append(f"metric_for_best_model: {metric} is movierec's score, which eval_auc: false turns off "
+                            "(no evaluation would log it); set eval_auc: true or rank by eval_loss")
+        # a config naming no data at all (bench generates its own) is not judged on its eval data
+        elif lf.get("dataset") and not lf.get("eval_dataset"):
+            problems.append(f"metric_for_best_model: {metric} is movierec's score of the eval_dataset examples, and "
+                            "this config has no eval_dataset (val_size splits are not scored); set eval_dataset or "
+                            "rank by eval_loss")
+    higher = SCORES.get(name)
+    if higher is not None and lf.get("greater_is_better") not in (None, higher):
+        problems.append(f"greater_is_better: {_to_text(lf['greater_is_better'])} ranks {metric} backwards (higher is "
+                        f"{'better' if higher else 'worse'}); set greater_is_better: {_to_text(higher)} or leave it unset")
+    if lf.get("early_stopping_steps") is not None:
+        problems.append("early_stopping_steps: LLaMA-Factory's early stopping (patience only, counted in evaluations "
+                        "despite its name); use movierec's early_stopping_patience and early_stopping_threshold")
     return problems
 
 

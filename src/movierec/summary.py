@@ -40,6 +40,7 @@ def summarize(run: RunDir) -> str:
         "final_eval": {k: v for k, v in final.items() if k.startswith("eval_")},
         "checkpoints": [c.name for c in run.checkpoints()],
         "best_checkpoint": best.name if best else None,
+        "early_stopping": early_stopping(run),
     }
     run.write_json(RunDir.SUMMARY, summary)
     for name in (RunDir.TRAIN_RESULTS, RunDir.ALL_RESULTS):
@@ -50,6 +51,14 @@ def summarize(run: RunDir) -> str:
             run.write_json(name, results)
     lines = [f"done: {run.path}, {summary['steps']:,} steps"
              + (f" in {summary['segments']} segments" if summary["segments"] > 1 else "")]
+    stop = summary["early_stopping"]
+    if stop and stop["stopped_at_step"] is not None:
+        by = f" by more than {stop['threshold']:g}" if stop["threshold"] else ""
+        best_at = (f"; best {stop['best_metric']:.4f} at step {stop['best_step']:,}"
+                   if stop["best_metric"] is not None and stop["best_step"] else "")
+        lines.append(f"stopped early at step {stop['stopped_at_step']:,} of {stop['max_steps']:,}: {stop['metric']} "
+                     f"did not improve{by} for {stop['patience']} evaluation{'s' * (stop['patience'] != 1)} in a "
+                     f"row{best_at}")
     if losses:
         lines.append(f"training loss: {losses[0]:.4f} at the first log -> {losses[-1]:.4f} at the last; "
                      f"{summary['train_loss']:.4f} over the whole run")
@@ -62,6 +71,21 @@ def summarize(run: RunDir) -> str:
         lines.append(f"checkpoints: {', '.join(summary['checkpoints'])}"
                      + (f" (best: {summary['best_checkpoint']})" if summary["best_checkpoint"] else ""))
     return "\n".join(lines)
+
+
+def early_stopping(run: RunDir) -> dict[str, Any] | None:
+    """Whether early stopping ended the run (None: it was off), from the trainer_state.json that
+    LLaMA-Factory saves in output_dir when training ends: a run stopped by it ends before max_steps."""
+    mr = run.mr_args()
+    if mr.get("early_stopping_patience") is None:
+        return None
+    state = _json(run, RunDir.TRAINER_STATE)
+    step, max_steps = state.get("global_step"), state.get("max_steps")
+    stopped = isinstance(step, int) and isinstance(max_steps, int) and step < max_steps
+    return {"metric": run.lf_args().get("metric_for_best_model"),
+            "patience": mr["early_stopping_patience"], "threshold": mr.get("early_stopping_threshold", 0.0),
+            "stopped_at_step": step if stopped else None, "max_steps": max_steps,
+            "best_metric": state.get("best_metric"), "best_step": state.get("best_global_step")}
 
 
 def _json(run: RunDir, name: str) -> dict[str, Any]:
