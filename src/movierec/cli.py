@@ -24,6 +24,7 @@ COMMANDS = {
     "baselines": "movierec.baselines:main",
     "report": "movierec.report:main",
     "recommend": "movierec.recommend:main",
+    "export": "movierec.export:main",
     "bench": "movierec.bench:main",
     "demo": "movierec.demo:main",
 }
@@ -114,6 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", help="comma-separated movie ids (default: popular movies the user has not rated)")
     p.add_argument("--checkpoint", default="best")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
+
+    p = sub.add_parser("export", help="merge a checkpoint's adapter into the full-precision base: a plain transformers model",
+                       description="Merge a run's LoRA adapter into the unquantised base model (bf16 on GPU, fp32 "
+                       "on CPU) and write a folder that transformers loads on its own: weights, the training "
+                       "tokenizer (chat template = the training prompt), a model card README.md and "
+                       "movierec_export.json. A previous export in --out is replaced; any other non-empty folder "
+                       "or file is refused.")
+    p.add_argument("--run", required=True, help="run folder (output_dir of a training run)")
+    p.add_argument("--checkpoint", default="best",
+                   help="best (the latest when the run recorded no best) | latest | checkpoint-N")
+    p.add_argument("--out", required=True,
+                   help="new folder, outside the run folder; an earlier export there is replaced")
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
+                   help="where to merge: cuda merges and saves in bf16, cpu in fp32")
     p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
 
     p = sub.add_parser("bench", help="training throughput on a randomly initialised model of the config's architecture")
