@@ -1,18 +1,28 @@
 import json
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from movierec.baselines import NAMES, features, genre_matrix, run
+from movierec.baselines import NAMES, run, score_baselines
+from movierec.baselines.features import features, genre_matrix, histories
 from movierec.cli import main
+from movierec.metrics import auc
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 CUTOFF = 1_500_000_000
+MIN_HISTORY = 5
 
 
 def write_data(folder, seed=0, n_users=300, n_movies=200, n_ratings=30_000):
-    """A prepared-data folder with a taste signal: rating = movie quality + user x genre taste + noise."""
+    """A prepared-data folder with a taste signal: rating = movie quality + user x genre taste + noise.
+
+    As `prepare` does, the eval targets are a sample (half) of the post-cutoff ratings with at least
+    MIN_HISTORY earlier ones, so the others form the users' post-cutoff histories; the last tenth of the
+    users are cold (every rating after the cutoff). Some targets share their second with another rating
+    of their user, which no history may hold.
+    """
     rng = np.random.default_rng(seed)
     movie_genres = rng.random((n_movies, len(GENRES))) < 0.3
     movies = pd.DataFrame({
@@ -30,21 +40,37 @@ def write_data(folder, seed=0, n_users=300, n_movies=200, n_ratings=30_000):
         "rating": (np.clip(np.round(score * 2) / 2, 0.5, 5.0)).astype(np.float32),
         "timestamp": rng.integers(CUTOFF - 10**8, CUTOFF + 10**7, n_ratings).astype(np.int64),
     })
-    newcomers = ratings.userId > 0.9 * n_users  # cold users: every rating after the cutoff
+    newcomers = ratings.userId > 0.9 * n_users
     ratings.loc[newcomers, "timestamp"] = rng.integers(CUTOFF, CUTOFF + 10**7, newcomers.sum())
-    ratings = ratings.drop_duplicates(["userId", "movieId"]).reset_index(drop=True)
-    post = ratings[ratings.timestamp >= CUTOFF]
+    ratings = ratings.drop_duplicates(["userId", "movieId"]).sort_values(["userId", "timestamp"], ignore_index=True)
+    earlier = ratings.groupby("userId").cumcount().to_numpy()
+    pool = np.flatnonzero((ratings.timestamp >= CUTOFF).to_numpy() & (earlier >= MIN_HISTORY))
+    target = np.zeros(len(ratings), dtype=bool)
+    target[rng.choice(pool, len(pool) // 2, replace=False)] = True
+    user = ratings.userId.to_numpy()
+    follower = np.flatnonzero(target[:-1] & ~target[1:] & (user[1:] == user[:-1]))
+    ratings.loc[follower[:40] + 1, "timestamp"] = ratings.timestamp.to_numpy()[follower[:40]]  # same second
     warm_users = set(ratings.userId[ratings.timestamp < CUTOFF])
     examples = [{"user_id": int(r.userId), "movie_id": int(r.movieId), "timestamp": int(r.timestamp),
                  "rating": float(r.rating), "label": int(r.rating >= 4.0), "warm": int(r.userId) in warm_users,
                  "instruction": "Will the user like it?", "input": "...", "output": "Yes" if r.rating >= 4 else "No"}
-                for r in post.itertuples()]
+                for r in ratings[target].itertuples()]
     folder.mkdir(parents=True, exist_ok=True)
     ratings.to_parquet(folder / "ratings.parquet")
     movies.to_parquet(folder / "movies.parquet")
     (folder / "movielens_qwen3_eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
-    (folder / "manifest.json").write_text(json.dumps({"cutoff_timestamp": CUTOFF, "config": {"like_threshold": 4.0}}))
+    manifest = {"cutoff_timestamp": CUTOFF, "config": {"like_threshold": 4.0, "min_history": MIN_HISTORY}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
+
+
+def load(folder):
+    examples = pd.read_json(folder / "movielens_qwen3_eval.jsonl", lines=True, convert_dates=False)
+    return pd.read_parquet(folder / "ratings.parquet"), pd.read_parquet(folder / "movies.parquet"), examples
+
+
+def score(ratings, movies, examples):
+    return score_baselines(ratings, movies, examples, CUTOFF, 4.0, MIN_HISTORY)[0]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +83,13 @@ def result(data_dir):
     return run(data_dir)
 
 
-def test_output_shape_and_gbdt_learns_taste(result):
+@pytest.fixture(scope="module")
+def scored(data_dir):
+    ratings, movies, examples = load(data_dir)
+    return ratings, movies, examples, score(ratings, movies, examples)
+
+
+def test_output_shape_and_models_learn_taste(result):
     assert set(result["baselines"]) == set(NAMES)
     assert result["cutoff_timestamp"] == CUTOFF and result["n_eval"] > 500
     for blocks in result["baselines"].values():
@@ -69,27 +101,83 @@ def test_output_shape_and_gbdt_learns_taste(result):
     assert b["gbdt"]["auc"] > 0.65  # quality + taste signal
     assert b["gbdt"]["auc"] > b["movie_mean"]["auc"]
     assert b["gbdt"]["log_loss"] < b["constant"]["log_loss"]
+    # collaborative filtering finds the user x genre taste on top of the movie's quality; popularity is
+    # noise here (movies drawn uniformly). Measured: mf 0.84, movie_mean 0.77, popularity 0.50; 0.75 when
+    # the fold-in ignores whether the history's ratings were liked
+    assert b["mf"]["auc"] > b["popularity"]["auc"] + 0.2 and b["mf"]["uauc"] > b["popularity"]["uauc"] + 0.2
+    assert b["mf"]["auc"] > b["movie_mean"]["auc"] + 0.04
 
 
-def test_post_cutoff_ratings_are_never_used(data_dir, result, tmp_path):
-    changed = tmp_path / "changed"
-    changed.mkdir()
-    for name in ("movies.parquet", "movielens_qwen3_eval.jsonl", "manifest.json"):
-        (changed / name).write_bytes((data_dir / name).read_bytes())
-    ratings = pd.read_parquet(data_dir / "ratings.parquet")
-    post = ratings.timestamp >= CUTOFF
-    ratings.loc[post, "rating"] = (5.5 - ratings.loc[post, "rating"]).astype(np.float32)  # flip every taste
-    ratings.to_parquet(changed / "ratings.parquet")
-    assert run(changed)["baselines"] == result["baselines"]
+def test_no_baseline_sees_its_target_time_or_other_targets(scored):
+    """Flip every rating at or after a time T and every eval target's rating (and label): no example
+    at or before T may move, while later examples do (their histories hold flipped ratings)."""
+    ratings, movies, examples, base = scored
+    key = ratings.userId.astype(np.int64) * 10**6 + ratings.movieId
+    is_target = key.isin(examples.user_id.astype(np.int64) * 10**6 + examples.movie_id).to_numpy()
+    ts = ratings.timestamp.to_numpy()
+    shared = np.unique(ts[is_target][np.isin(ts[is_target], ts[~is_target])])  # a target's second, shared
+    assert len(shared) > 10
+    for t in [*examples.timestamp.quantile([0.3, 0.7]).astype(np.int64), shared[len(shared) // 2]]:
+        poisoned = ratings.copy()
+        hit = (ts >= t) | is_target
+        poisoned.loc[hit, "rating"] = (5.5 - poisoned.rating[hit]).astype(np.float32)
+        flipped = examples.assign(label=1 - examples.label, rating=5.5 - examples.rating)
+        probs = score(poisoned, movies, flipped)
+        seen = (examples.timestamp <= t).to_numpy()
+        assert seen.sum() > 50 and (~seen).sum() > 50
+        for name in NAMES:
+            np.testing.assert_allclose(probs[name][seen], base[name][seen], rtol=1e-9, err_msg=name)
+        for name in ("user_mean", "mf", "gbdt"):  # the poison reaches what may see it
+            assert np.abs(probs[name][~seen] - base[name][~seen]).max() > 0.01, name
+
+
+def test_cold_users_are_scored_from_their_history(scored):
+    ratings, _, examples, probs = scored
+    cold = ~examples.warm.to_numpy(bool)
+    assert cold.sum() > 100
+    # user_mean of a cold example is its user's mean over the ratings before it, eval targets excluded
+    key = ratings.userId.astype(np.int64) * 10**6 + ratings.movieId
+    known = ratings[~key.isin(examples.user_id.astype(np.int64) * 10**6 + examples.movie_id)]
+    pre = ratings[ratings.timestamp < CUTOFF]
+    by_hand = []
+    for ex in examples[cold].itertuples():
+        h = known[(known.userId == ex.user_id) & (known.timestamp < ex.timestamp)]
+        assert len(h) > 0
+        by_hand.append((h.rating.sum() + 10 * pre.rating.mean()) / (len(h) + 10))
+    p = probs["user_mean"][cold]
+    assert len(np.unique(p)) > 5 * examples.user_id[cold].nunique()  # not one value per user: per moment
+    assert np.all(np.diff(p[np.argsort(by_hand, kind="stable")]) >= -1e-12)  # a monotone map of it
+    labels = examples.label.to_numpy()[cold]
+    assert auc(labels, p) > 0.6
+    assert auc(labels, probs["mf"][cold]) > auc(labels, probs["movie_mean"][cold]) + 0.02  # the user's taste
+    assert auc(labels, probs["gbdt"][cold]) > 0.65
+
+
+def test_histories_and_features_match_brute_force():
+    rng = np.random.default_rng(3)
+    n = 400
+    known = pd.DataFrame({"userId": rng.integers(1, 6, n), "movieId": rng.integers(1, 30, n),
+                          "rating": rng.integers(1, 11, n) / 2, "timestamp": rng.integers(0, 60, n)})
+    movies = pd.DataFrame({"movieId": np.arange(1, 30), "genres": rng.choice(["Drama", "Comedy|Drama", "Horror"], 29)})
+    genres = genre_matrix(movies, 30)
+    users, times = rng.integers(1, 7, 50), rng.integers(-1, 62, 50)  # user 6 has no ratings
+    times[:10] = known.timestamp[:10]  # targets in a second that holds ratings, which must not count
+    items = rng.integers(1, 30, 50)
+    x = features(known, histories(known, users, times), items, genres, threshold=4.0)
+    for i, (user, t, item) in enumerate(zip(users, times, items)):
+        h = known[(known.userId == user) & (known.timestamp < t)]
+        assert x.user_n[i] == len(h)
+        assert x.user_mean[i] == pytest.approx((h.rating.sum() + 10 * known.rating.mean()) / (len(h) + 10))
+        assert x.genre_n[i] == (genres[h.movieId] @ genres[item]).sum()
 
 
 def test_features_by_hand():
-    history = pd.DataFrame({"userId": [1, 1, 2], "movieId": [1, 2, 1], "rating": [5.0, 3.0, 4.0]})
+    stats = pd.DataFrame({"userId": [1, 1, 2], "movieId": [1, 2, 1], "rating": [5.0, 3.0, 4.0], "timestamp": [1, 2, 3]})
     movies = pd.DataFrame({"movieId": [1, 2, 3], "genres": ["Drama", "Comedy|Drama", "Comedy"]})
     genres = genre_matrix(movies, 4)
-    x = features(history, genres, np.array([1, 3]), np.array([3, 3]), threshold=4.0, n_users=4)
+    x = features(stats, histories(stats, np.array([1, 3]), np.array([9, 9])), np.array([3, 3]), genres, threshold=4.0)
     mu = 4.0  # global mean rating; like rate 2/3
-    # user 1: two ratings summing 8, shrunk with 10 pseudo-ratings at 4 -> 48/12; cold user 3 -> global mean
+    # user 1: two ratings summing 8, shrunk with 10 pseudo-ratings at 4 -> 48/12; user 3 has no history -> global mean
     assert x.user_mean.tolist() == pytest.approx([48 / 12, mu])
     assert x.user_n.tolist() == [2, 0]
     # movie 3 is unseen; user 1 rated one comedy (movie 2: 3.0, not liked) -> genre_n 1
@@ -97,6 +185,9 @@ def test_features_by_hand():
     assert x.genre_n.tolist() == [1, 0]
     user_like = (1 + 10 * 2 / 3) / 12
     assert x.genre_like[0] == pytest.approx((0 + 10 * user_like) / 11)
+    # a history ending before the user's second rating holds the first only
+    x = features(stats, histories(stats, np.array([1]), np.array([2])), np.array([3]), genres, threshold=4.0)
+    assert x.user_n.tolist() == [1] and x.user_mean[0] == pytest.approx((5 + 10 * mu) / 11)
 
 
 def test_cli_writes_file_and_rejects_missing_inputs(data_dir, tmp_path, capsys):
@@ -110,11 +201,30 @@ def test_cli_writes_file_and_rejects_missing_inputs(data_dir, tmp_path, capsys):
     assert "ratings.parquet" in capsys.readouterr().err
 
 
+def test_missing_library_is_one_line(data_dir, tmp_path, monkeypatch, capsys):
+    for name in [m for m in sys.modules if m == "implicit" or m.startswith("implicit.")] + ["implicit"]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import implicit...` now raises ImportError
+    assert main(["baselines", "--data", str(data_dir), "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install implicit" in err[0], err
+    assert not (tmp_path / "b.json").exists()
+
+
 def test_runs_on_prepare_output(prepared_data):
     """The folder `movierec prepare` writes is a valid input (same manifest and file formats)."""
     result = run(prepared_data)
     manifest = json.loads((prepared_data / "manifest.json").read_text())
     assert result["n_eval"] == manifest["counts"]["eval"]
     assert result["cutoff_timestamp"] == manifest["cutoff_timestamp"]
+    assert result["fit"]["fit_rows_min_history"] == manifest["config"]["min_history"]
     for blocks in result["baselines"].values():
         assert blocks["warm"]["n"] + blocks["cold"]["n"] == result["n_eval"]
+
+
+def test_real_ml100k_mf_beats_popularity(ml100k_prepared):
+    b = run(ml100k_prepared)["baselines"]
+    overall = {name: blocks["overall"] for name, blocks in b.items()}
+    assert overall["mf"]["auc"] > overall["popularity"]["auc"] + 0.05, overall
+    assert overall["mf"]["uauc"] > overall["popularity"]["uauc"] + 0.03, overall
+    # cold users (70% of the eval users) are told apart by their post-cutoff history
+    assert b["user_mean"]["cold"]["auc"] > 0.55 and b["mf"]["cold"]["auc"] > 0.68
