@@ -1,4 +1,5 @@
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from movierec.baselines import NAMES, run, score_baselines
 from movierec.baselines.features import features, genre_matrix, histories
 from movierec.cli import main
+from movierec.datadir import DatasetDir
 from movierec.metrics import auc
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
@@ -55,12 +57,10 @@ def write_data(folder, seed=0, n_users=300, n_movies=200, n_ratings=30_000):
                  "rating": float(r.rating), "label": int(r.rating >= 4.0), "warm": int(r.userId) in warm_users,
                  "instruction": "Will the user like it?", "input": "...", "output": "Yes" if r.rating >= 4 else "No"}
                 for r in ratings[target].itertuples()]
-    folder.mkdir(parents=True, exist_ok=True)
-    ratings.to_parquet(folder / "ratings.parquet")
-    movies.to_parquet(folder / "movies.parquet")
-    (folder / "movielens_qwen3_eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples))
     manifest = {"cutoff_timestamp": CUTOFF, "config": {"like_threshold": 4.0, "min_history": MIN_HISTORY}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    DatasetDir(folder).write_outputs({"ratings.parquet": ratings.to_parquet(), "movies.parquet": movies.to_parquet(),
+                                      "movielens_qwen3_eval.jsonl": "".join(json.dumps(e) + "\n" for e in examples
+                                                                            ).encode()}, manifest)
     return folder
 
 
@@ -80,7 +80,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def result(data_dir):
-    return run(data_dir)
+    return run(data_dir)[0]
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +192,25 @@ def test_features_by_hand():
 
 def test_cli_writes_file_and_rejects_missing_inputs(data_dir, tmp_path, capsys):
     out = tmp_path / "b.json"
-    assert main(["baselines", "--data", str(data_dir), "--out", str(out)]) == 0
+    assert main(["baselines", "--data", str(data_dir), "--out", str(out), "--bootstrap", "0"]) == 0
     assert set(json.loads(out.read_text())["baselines"]) == set(NAMES)
+    predictions = pd.read_json(tmp_path / "baselines_predictions.jsonl", lines=True)
+    assert list(predictions.columns) == ["user_id", "movie_id", "label", *NAMES]
+    assert len(predictions) == json.loads(out.read_text())["n_eval"]
+    for args, message in [(["--ks", "0"], "--ks"), (["--bootstrap", "-1"], "--bootstrap"), (["--out", str(tmp_path)], "is a folder")]:
+        assert main(["baselines", "--data", str(data_dir), *args]) == 2
+        assert message in capsys.readouterr().err
+    (data_dir / "ratings.parquet").touch()  # same bytes: still accepted (sizes and sha256 match)
+    edited = tmp_path / "edited"
+    shutil.copytree(data_dir, edited)
+    with open(edited / "movielens_qwen3_eval.jsonl", "a") as f:
+        f.write("{}\n")
+    assert main(["baselines", "--data", str(edited)]) == 2
+    assert "changed since `movierec prepare` wrote it" in capsys.readouterr().err
     assert main(["baselines", "--data", str(tmp_path / "nope")]) == 2
     (tmp_path / "partial").mkdir()
-    (tmp_path / "partial" / "manifest.json").write_text("{}")
+    (tmp_path / "partial" / "manifest.json").write_text('{"cutoff_timestamp": 1, "files": {}}')
+    shutil.copy(data_dir / "dataset_info.json", tmp_path / "partial")
     assert main(["baselines", "--data", str(tmp_path / "partial")]) == 2
     assert "ratings.parquet" in capsys.readouterr().err
 
@@ -212,8 +226,14 @@ def test_missing_library_is_one_line(data_dir, tmp_path, monkeypatch, capsys):
 
 def test_runs_on_prepare_output(prepared_data):
     """The folder `movierec prepare` writes is a valid input (same manifest and file formats)."""
-    result = run(prepared_data)
+    result, predictions = run(prepared_data)
     manifest = json.loads((prepared_data / "manifest.json").read_text())
+    assert len(predictions) == result["n_eval"] and set(NAMES) <= set(predictions.columns)
+    lists = manifest["ranking"]["users"]
+    for name, blocks in result["baselines"].items():  # every baseline ranks the prepared candidate lists
+        assert blocks["ranking"]["users"] == lists and 0 <= blocks["ranking"]["hr@10"] <= 1, name
+    # constant ties every candidate: ties count pessimistically, so it ranks no better than last
+    assert result["baselines"]["constant"]["ranking"]["mrr"] < result["baselines"]["popularity"]["ranking"]["mrr"]
     assert result["n_eval"] == manifest["counts"]["eval"]
     assert result["cutoff_timestamp"] == manifest["cutoff_timestamp"]
     assert result["fit"]["fit_rows_min_history"] == manifest["config"]["min_history"]
@@ -222,7 +242,7 @@ def test_runs_on_prepare_output(prepared_data):
 
 
 def test_real_ml100k_mf_beats_popularity(ml100k_prepared):
-    b = run(ml100k_prepared)["baselines"]
+    b = run(ml100k_prepared)[0]["baselines"]
     overall = {name: blocks["overall"] for name, blocks in b.items()}
     assert overall["mf"]["auc"] > overall["popularity"]["auc"] + 0.05, overall
     assert overall["mf"]["uauc"] > overall["popularity"]["uauc"] + 0.03, overall

@@ -140,6 +140,17 @@ def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run,
     assert m["metrics"]["overall"]["auc_ci95"] is None and {"base", "checkpoint-4", "checkpoint-8"} <= set(
         m["per_checkpoint"])
 
+    # the report: zero-shot, baselines with their ranking rows, and the paired comparison on the same examples
+    baselines = tmp_path / "b" / "baselines.json"
+    assert main(["baselines", "--data", str(data.path), "--out", str(baselines), "--bootstrap", "100"]) == 0
+    assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 0
+    report = (run / "report.md").read_text()
+    assert "LLM zero-shot (base model)" in report and "### LLM vs the Best Baseline" in report
+    best = max(json.loads(baselines.read_text())["baselines"].items(), key=lambda kv: kv[1]["overall"]["auc"])[0]
+    assert f"the fine-tuned LLM minus `{best}`" in report
+    ranking_table = report.split("### Ranking")[1].split("###")[0]
+    assert "baseline: mf" in ranking_table and "LLM zero-shot" in ranking_table
+
 
 def yaml_paths(run):
     import yaml

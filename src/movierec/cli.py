@@ -102,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("baselines", help="classical recommenders on the same eval examples")
     p.add_argument("--data", required=True, help="prepared data folder (with manifest.json)")
-    p.add_argument("--out", help="output file (default: DATA/baselines.json)")
+    p.add_argument("--out", help="output file (default: DATA/baselines.json); the per-example P(like) go "
+                   "beside it, in baselines_predictions.jsonl")
+    p.add_argument("--ks", default="1,5,10", help="ranking cut-offs K for HR@K and NDCG@K (default 1,5,10)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="user-level bootstrap resamples for 95%% intervals "
+                   "(0: none)")
 
     p = sub.add_parser("report", help="markdown report + plots rebuilt from a run folder")
     p.add_argument("--run", required=True)

@@ -50,36 +50,46 @@ import pandas as pd
 
 from movierec.baselines import mf
 from movierec.baselines.features import FEATURES, SHRINK, Histories, features, genre_matrix, histories
+from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 from movierec.io import atomic_write_json
-from movierec.metrics import compute_metrics
+from movierec.metrics import compute_metrics, ranking_metrics
 
-EVAL_FILE = "movielens_qwen3_eval.jsonl"
-INPUTS = ("manifest.json", "ratings.parquet", "movies.parquet", EVAL_FILE)
 FIT_SHARE = 0.1  # last share of pre-cutoff ratings used as fit rows
 MAX_FIT_ROWS = 500_000  # GBDT fit ~20 s on 2 cores; 1M rows gained +0.002 AUC on 25M synthetic ratings
 MF_FIT_ROWS = 5_000  # fit rows that calibrate mf (one slope and intercept; each needs a fold-in)
 NAMES = ("constant", "popularity", "movie_mean", "user_mean", "mf", "gbdt")  # simplest first
 
 
-def load_inputs(data_dir: str | Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """manifest, ratings, movies and eval examples of a prepared data folder."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UserError(f"--data: {data_dir} is not a folder (run `movierec prepare` first)")
-    missing = [name for name in INPUTS if not (data_dir / name).is_file()]
-    if missing:
-        raise UserError(f"--data: {data_dir} lacks {', '.join(missing)} (run `movierec prepare` first)")
-    manifest = json.loads((data_dir / "manifest.json").read_text())
+def load_inputs(data_dir: str | Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """manifest, ratings, movies, eval examples and ranking candidates (empty when prepare wrote no
+    lists) of a prepared data folder, each checked against the manifest's sha256 first."""
+    data = DatasetDir(data_dir).require()
+    manifest = data.manifest()
     if "cutoff_timestamp" not in manifest:
-        raise UserError(f"{data_dir / 'manifest.json'}: no cutoff_timestamp (prepared by an older movierec?)")
-    ratings = pd.read_parquet(data_dir / "ratings.parquet", columns=["userId", "movieId", "rating", "timestamp"])
-    movies = pd.read_parquet(data_dir / "movies.parquet", columns=["movieId", "genres"])
-    examples = pd.read_json(data_dir / EVAL_FILE, lines=True, dtype=False, convert_dates=False)
-    need = {"user_id", "movie_id", "timestamp", "label", "warm"}
-    if not need <= set(examples.columns):
-        raise UserError(f"{data_dir / EVAL_FILE}: lacks fields {', '.join(sorted(need - set(examples.columns)))}")
-    return manifest, ratings, movies, examples
+        raise UserError(f"{data.file(data.MANIFEST)}: no cutoff_timestamp (prepared by an older movierec?)")
+    eval_name, files = data.eval_file.name, manifest.get("files") or {}
+    missing = [n for n in (data.RATINGS, data.MOVIES, eval_name) if n not in files]
+    if missing:
+        raise UserError(f"{data.file(data.MANIFEST)}: lists no {', '.join(missing)} (prepared by an older movierec, "
+                        "or not by `movierec prepare`); rerun `movierec prepare`")
+    ranked = data.RANKING in files
+    data.verify([data.RATINGS, data.MOVIES, eval_name] + [data.RANKING] * ranked)
+    ratings = pd.read_parquet(data.file(data.RATINGS), columns=["userId", "movieId", "rating", "timestamp"])
+    movies = pd.read_parquet(data.file(data.MOVIES), columns=["movieId", "genres"])
+    examples = _frame(data, eval_name, ["user_id", "movie_id", "timestamp", "label", "warm"])
+    ranking = (_frame(data, data.RANKING, ["list_id", "user_id", "movie_id", "timestamp", "relevant"]) if ranked
+               else pd.DataFrame(columns=["list_id", "user_id", "movie_id", "timestamp", "relevant"]))
+    return manifest, ratings, movies, examples, ranking
+
+
+def _frame(data: DatasetDir, name: str, need: list[str]) -> pd.DataFrame:
+    """The `need` fields of a prepared JSONL file (one line UserError when a field is missing)."""
+    records = data.read_jsonl(name)
+    missing = sorted(set(need) - set(records[0])) if records else need
+    if missing:
+        raise UserError(f"{data.file(name)}: lacks fields {', '.join(missing)}; rerun `movierec prepare`")
+    return pd.DataFrame([[r[k] for k in need] for r in records], columns=need)
 
 
 def like_threshold(manifest: dict) -> float:
@@ -92,8 +102,10 @@ def like_threshold(manifest: dict) -> float:
 
 def score_baselines(ratings: pd.DataFrame, movies: pd.DataFrame, examples: pd.DataFrame, cutoff: int,
                     threshold: float, min_history: int = 0, max_fit_rows: int = MAX_FIT_ROWS,
-                    seed: int = 0) -> tuple[dict, dict]:
-    """P(like) per eval example for each baseline (what each may see: the module docstring).
+                    seed: int = 0, targets: pd.DataFrame | None = None) -> tuple[dict, dict]:
+    """P(like) per row of `examples` (user_id, movie_id, timestamp) for each baseline (what each may see:
+    the module docstring). `targets` are the eval examples, left out of every history (default: `examples`;
+    the ranking candidates are scored with them, so their histories skip the eval targets too).
 
     Returns:
         ({name: probabilities aligned with `examples`}, {facts about the fit for the output file}).
@@ -118,7 +130,7 @@ def score_baselines(ratings: pd.DataFrame, movies: pd.DataFrame, examples: pd.Da
     n_movies = int(max(ratings.movieId.max(), examples.movie_id.max(), movies.movieId.max())) + 1
     genres = genre_matrix(movies, n_movies)
     ev_movies = examples.movie_id.to_numpy(np.int64)
-    h_eval = _eval_histories(ratings, examples, n_movies)
+    h_eval = _eval_histories(ratings, examples, examples if targets is None else targets, n_movies)
     x_fit = features(before_split, h_fit, fit.movieId.to_numpy(), genres, threshold)
     x_eval = features(pre, h_eval, ev_movies, genres, threshold)
     # mf is fitted once per setting and calibrated on a prefix of the (shuffled) fit rows: each needs a fold-in
@@ -156,12 +168,14 @@ def _fit_rows(pre: pd.DataFrame, split: int, min_history: int, max_fit_rows: int
     return window.iloc[take], h.take(take)
 
 
-def _eval_histories(ratings: pd.DataFrame, examples: pd.DataFrame, n_movies: int) -> Histories:
-    """Each eval example's history: its user's ratings before its time, less the eval targets (as its prompt)."""
+def _eval_histories(ratings: pd.DataFrame, examples: pd.DataFrame, targets: pd.DataFrame,
+                    n_movies: int) -> Histories:
+    """Each example's history: its user's ratings before its time, less the eval targets (as its prompt)."""
     users = examples.user_id.to_numpy(np.int64)
     theirs = ratings[ratings.userId.isin(np.unique(users))]
-    targets = _pairs(theirs.userId, theirs.movieId, n_movies).isin(_pairs(users, examples.movie_id, n_movies))
-    return histories(theirs[~targets.to_numpy()], users, examples.timestamp.to_numpy(np.int64))
+    skip = _pairs(theirs.userId, theirs.movieId, n_movies).isin(
+        _pairs(targets.user_id.to_numpy(np.int64), targets.movie_id, n_movies))
+    return histories(theirs[~skip.to_numpy()], users, examples.timestamp.to_numpy(np.int64))
 
 
 def _raw(x: pd.DataFrame, mf_scores: np.ndarray) -> dict[str, np.ndarray]:
@@ -184,42 +198,65 @@ def _sklearn():
     return HistGradientBoostingClassifier, LogisticRegression
 
 
-def run(data_dir: str | Path) -> dict:
-    """The baselines.json content for a prepared data folder."""
+def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10), n_boot: int = 1000) -> tuple[dict, pd.DataFrame]:
+    """baselines.json's content for a prepared data folder, and P(like) per eval example and baseline."""
     start = time.perf_counter()
     _sklearn()  # a missing library stops before any work
     mf.als_class()
-    manifest, ratings, movies, examples = load_inputs(data_dir)
+    manifest, ratings, movies, examples, ranking = load_inputs(data_dir)
     cutoff = int(manifest["cutoff_timestamp"])
     threshold = like_threshold(manifest)
     print(f"[baselines {time.perf_counter() - start:5.1f}s] read {len(ratings):,} ratings, {len(examples):,} eval "
-          "examples; fitting (about a minute on 25M ratings)", file=sys.stderr)
+          f"examples, {len(ranking):,} ranking candidates; fitting (about a minute on 25M ratings)", file=sys.stderr)
     min_history = int((manifest.get("config") or {}).get("min_history", 0))
-    probs, fit_info = score_baselines(ratings, movies, examples, cutoff, threshold, min_history)
+    cols = ["user_id", "movie_id", "timestamp"]
+    rows = pd.concat([examples[cols], ranking[cols]], ignore_index=True).astype(np.int64)
+    probs, fit_info = score_baselines(ratings, movies, rows, cutoff, threshold, min_history, targets=examples)
     labels, users, warm = examples.label.to_numpy(), examples.user_id.to_numpy(), examples.warm.to_numpy(bool)
+    n = len(examples)
+    results = {}
+    for name, p in probs.items():
+        results[name] = compute_metrics(labels, p[:n], users, warm=warm, n_boot=n_boot)
+        if len(ranking):
+            results[name]["ranking"] = ranking_metrics(ranking.list_id.to_numpy(), p[n:], ranking.relevant.to_numpy(),
+                                                       ks, n_boot=n_boot)
+    predictions = examples[["user_id", "movie_id", "label"]].assign(**{name: p[:n] for name, p in probs.items()})
     return {
         "cutoff_timestamp": cutoff,
         "like_threshold": threshold,
-        "n_eval": len(examples),
+        "n_eval": n,
         "fit": fit_info,
-        "baselines": {name: compute_metrics(labels, p, users, warm=warm) for name, p in probs.items()},
+        "baselines": results,
         "oracle": manifest.get("oracle"),  # synthetic data only: the generator's true probabilities
-    }
+    }, predictions
 
 
 def main(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path(args.data) / "baselines.json"
-    result = run(args.data)
+    from movierec.evaluate import parse_ks
+    from movierec.io import atomic_write_text
+
+    ks = parse_ks(args.ks)
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap: must be >= 0 (0: no intervals), got {args.bootstrap}")
+    out = Path(args.out) if args.out else Path(args.data) / DatasetDir.BASELINES
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; name the JSON file to write")
+    result, predictions = run(args.data, ks, args.bootstrap)
+    # per example, for the report's paired comparison with the LLM (same examples, same users resampled)
+    atomic_write_text(out.parent / DatasetDir.BASELINE_PREDICTIONS,
+                      predictions.round(6).to_json(orient="records", lines=True))
     atomic_write_json(out, result)
-    print(f"{'baseline':<12} {'AUC':>7} {'UAUC':>7} {'logloss':>8}")
+    k = 10 if 10 in ks else max(ks)
+    print(f"{'baseline':<12} {'AUC':>7} {'UAUC':>7} {'logloss':>8} {f'HR@{k}':>7} {f'NDCG@{k}':>8}")
     for name, m in result["baselines"].items():
-        o = m["overall"]
-        print(f"{name:<12} {_fmt(o.get('auc')):>7} {_fmt(o.get('uauc')):>7} {_fmt(o.get('log_loss')):>8}")
+        o, r = m["overall"], m.get("ranking") or {}
+        print(f"{name:<12} {_fmt(o.get('auc')):>7} {_fmt(o.get('uauc')):>7} {_fmt(o.get('log_loss')):>8} "
+              f"{_fmt(r.get(f'hr@{k}')):>7} {_fmt(r.get(f'ndcg@{k}')):>8}")
     if result["oracle"]:
         o = result["oracle"]["metrics"]["overall"]
         print(f"{'oracle':<12} {_fmt(o.get('auc')):>7} {_fmt(o.get('uauc')):>7} {_fmt(o.get('log_loss')):>8}"
               "  (true probabilities: the ceiling)")
-    print(f"wrote {out}")
+    print(f"wrote {out} and {out.parent / DatasetDir.BASELINE_PREDICTIONS}")
     return 0
 
 
