@@ -61,7 +61,10 @@ def quiet_logging(output_dir: Path) -> logging.Handler:
         for h in logger.handlers:
             h.setLevel(logging.ERROR)
         logger.addHandler(handler)
-        logger.setLevel(min(logger.level or logging.INFO, logging.INFO))
+        # torch stays at WARNING: its own (glog-style) console handlers, added later by torch._logging,
+        # would print dynamo's INFO statistics at exit
+        level = logging.WARNING if name == "torch" else logging.INFO
+        logger.setLevel(min(logger.level or level, level))
     transformers.utils.logging.get_logger()  # its default (console) handler exists from here on
     for h in transformers.utils.logging._get_library_root_logger().handlers:  # noqa: SLF001
         if h is not handler:
