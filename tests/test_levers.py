@@ -189,10 +189,10 @@ def test_fast_demo_profiles_train_and_score(config, quantized, tiny_model, prepa
                                                ("flash_attn=fa2", "pip install flash-attn")])
 def test_missing_optional_package_stops_before_any_model_loads(override, package, monkeypatch, tmp_path, capsys,
                                                               prepared_data):
-    import movierec.config
+    import movierec.checks
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(movierec.config, "installed", lambda module: module not in ("liger_kernel", "flash_attn"))
+    monkeypatch.setattr(movierec.checks, "installed", lambda module: module not in ("liger_kernel", "flash_attn"))
     out = tmp_path / "out"
     rc = main(["train", "--config", FAST, "--device", "cpu", "--override", override, "--override", f"output_dir={out}",
                "--override", f"dataset_dir={prepared_data}",
@@ -204,11 +204,11 @@ def test_missing_optional_package_stops_before_any_model_loads(override, package
 
 
 def test_installed_optional_packages_pass_validation(monkeypatch):
-    import movierec.config
+    import movierec.checks
     from movierec.config import load_yaml, validate
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(movierec.config, "installed", lambda module: True)
+    monkeypatch.setattr(movierec.checks, "installed", lambda module: True)
     cfg = load_yaml(ROOT / FAST)
     cfg.update(enable_liger_kernel=True, flash_attn="fa2")
     lf, _ = validate(cfg, data_required=False)  # the reference data need not be prepared here
@@ -220,10 +220,10 @@ def test_installed_optional_packages_pass_validation(monkeypatch):
     (["neat_packing=true", "flash_attn=fa2"], "neat_packing: with flash_attn fa2"),
 ])
 def test_unsafe_packing_is_refused(overrides, message, monkeypatch, capsys):
-    import movierec.config
+    import movierec.checks
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(movierec.config, "installed", lambda module: True)
+    monkeypatch.setattr(movierec.checks, "installed", lambda module: True)
     args = [x for o in overrides for x in ("--override", o)]
     assert main(["train", "--config", FAST, "--dry-run", "--device", "cuda", *args]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]

@@ -40,7 +40,6 @@ the fit rows maps each to P(like) (monotone, so AUC is the raw score's) for log 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

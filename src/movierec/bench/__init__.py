@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -48,123 +46,35 @@ from typing import Any
 import numpy as np
 import yaml
 
-from movierec.errors import UserError
-from movierec.lengths import (ANSWER_TOKENS, CHARS_PER_TOKEN, SHARED_PREFIX_TOKENS, TEMPLATE_TOKENS,  # noqa: F401
-                              example_lengths, prompt_token_stats)
+from movierec.bench.hardware import (  # noqa: F401
+    PEAK_BF16_FLOPS,
+    _peak_memory_gib,
+    _reset_peak_memory,
+    _train_peak_callback,
+    measured_matmul_flops,
+    peak_flops,
+    train_flops_per_token,
+)
+from movierec.bench.inputs import (  # noqa: F401
+    IGNORE_INDEX,
+    attended_keys,
+    build_random_model,
+    make_examples,
+    pack_examples,
+    random_model,
+)
 from movierec.datadir import DatasetDir
+from movierec.errors import UserError
+from movierec.lengths import (  # noqa: F401
+    ANSWER_TOKENS,
+    CHARS_PER_TOKEN,
+    SHARED_PREFIX_TOKENS,
+    TEMPLATE_TOKENS,
+    example_lengths,
+    prompt_token_stats,
+)
 
 WARMUP_FRACTION = 0.2
-# Dense bf16 tensor-core peak (no sparsity) per GPU, by a substring of torch's device name, first
-# match wins (so the PCIe/NVL variants come before the plain names, which are the SXM figures).
-PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12,
-                   "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12, "3090": 71e12, "4090": 165e12}
-IGNORE_INDEX = -100
-
-
-# ---------------------------------------------------------------- examples
-
-
-def make_examples(n: int, stats: dict[str, float], vocab_size: int, eos_id: int, cutoff_len: int,
-                  seed: int = 0) -> dict[str, list[list[int]]]:
-    """`n` pre-tokenized SFT examples: random ids, the first SHARED_PREFIX_TOKENS the same in every
-    example long enough, loss on the last ANSWER_TOKENS (eos included); cut to cutoff_len."""
-    rng = np.random.default_rng(seed)
-    prefix = rng.integers(0, vocab_size, SHARED_PREFIX_TOKENS).tolist()
-    input_ids, labels = [], []
-    for length in np.minimum(example_lengths(n, stats, rng), cutoff_len).tolist():
-        ids = rng.integers(0, vocab_size, length).tolist()
-        if length > SHARED_PREFIX_TOKENS + ANSWER_TOKENS:
-            ids[:SHARED_PREFIX_TOKENS] = prefix
-        ids[-2] = eos_id
-        input_ids.append(ids)
-        labels.append([IGNORE_INDEX] * (length - ANSWER_TOKENS) + ids[-ANSWER_TOKENS:])
-    return {"input_ids": input_ids, "attention_mask": [[1] * len(x) for x in input_ids], "labels": labels}
-
-
-def pack_examples(data: dict[str, list], lf: dict[str, Any], tokenizer) -> dict[str, list]:
-    """`data` packed exactly as LLaMA-Factory packs tokenized examples (its own packed processor)."""
-    from datasets import Dataset
-    from llamafactory.data.loader import _get_dataset_processor
-    from llamafactory.hparams import DataArguments
-
-    data_args = DataArguments(cutoff_len=int(lf.get("cutoff_len", 2048)), neat_packing=bool(lf.get("neat_packing")),
-                              packing=True)
-    processor = _get_dataset_processor(data_args, "sft", None, tokenizer, None)
-    # the examples are tokens already: hand them to the processor in place of the template's encoding
-    processor._encode_data_example = lambda prompt, response, **_: (list(prompt[0]["content"]),
-                                                                      list(response[0]["content"]))
-    n = len(data["input_ids"])
-    source = Dataset.from_dict({
-        "_prompt": [[{"role": "user", "content": ids}] for ids in data["input_ids"]],
-        "_response": [[{"role": "assistant", "content": labels}] for labels in data["labels"]],
-        "_system": [""] * n, "_tools": [""] * n, "_images": [None] * n, "_videos": [None] * n, "_audios": [None] * n,
-    })
-    packed = source.map(processor.preprocess_dataset, batched=True, batch_size=1000, remove_columns=source.column_names)
-    return packed.to_dict()
-
-
-def attended_keys(lengths: list[int]) -> float:
-    """Mean number of keys a token attends to: causal attention within its own example."""
-    lengths = np.asarray(lengths, dtype=np.float64)
-    return float((lengths * (lengths + 1) / 2).sum() / max(lengths.sum(), 1))
-
-
-# ---------------------------------------------------------------- model
-
-
-def _arch_key(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def build_random_model(model_name_or_path: str, out_dir: Path) -> tuple[int, Any]:
-    """Save a randomly initialised model of this architecture + the tiny tokenizer to `out_dir`.
-
-    Returns:
-        (parameters of the base model, the tokenizer).
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from movierec.params import load_model_config
-    from movierec.tiny import build_tokenizer
-
-    cfg = load_model_config(model_name_or_path)
-    if "model_type" not in cfg:
-        raise UserError(f"model_name_or_path: {model_name_or_path} has no model_type in its config")
-    config = AutoConfig.for_model(**cfg)
-    tokenizer = build_tokenizer()
-    if config.vocab_size < len(tokenizer):
-        raise UserError(f"model_name_or_path: vocabulary of {config.vocab_size} is smaller than the bench "
-                        f"tokenizer's {len(tokenizer)}")
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config)  # in the config's dtype (bf16 for Qwen3-0.6B)
-    params = sum(p.numel() for p in model.parameters())
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "bench_model.json").write_text(json.dumps({"params": params, "source": str(model_name_or_path)}))
-    if out_dir.exists():  # another process built it meanwhile
-        import shutil
-
-        shutil.rmtree(tmp)
-    else:
-        tmp.replace(out_dir)
-    return params, tokenizer
-
-
-def random_model(model_name_or_path: str, cache: Path | None, work: Path) -> tuple[Path, int, Any]:
-    """(folder, base parameters, tokenizer) of a random model of this architecture, built once per
-    architecture under `cache` (reused by later benches), else in `work`."""
-    from transformers import AutoTokenizer
-
-    from movierec.params import load_model_config
-
-    folder = (cache / f"random-{_arch_key(load_model_config(model_name_or_path))}") if cache else work / "model"
-    if (folder / "bench_model.json").is_file():
-        return folder, json.loads((folder / "bench_model.json").read_text())["params"], AutoTokenizer.from_pretrained(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    params, tokenizer = build_random_model(model_name_or_path, folder)
-    return folder, params, tokenizer
 
 
 # ---------------------------------------------------------------- run and measure
@@ -226,66 +136,6 @@ def measure_eval(out_dir: Path, n_eval: int, eval_batch: int, auc_batch: int) ->
     return out
 
 
-def peak_flops(device_name: str) -> float | None:
-    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name), None)
-
-
-def measured_matmul_flops(n: int = 8192, iters: int = 20) -> float:
-    """bf16 FLOP/s of a large square matmul on the current GPU (what its tensor cores reach here)."""
-    import torch
-
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        a @ b
-    torch.cuda.synchronize()
-    flops = 2 * n**3 * iters / (time.perf_counter() - start)
-    del a, b
-    torch.cuda.empty_cache()
-    return flops
-
-
-def train_flops_per_token(model_cfg: dict, base_params: int, trainable: int, ctx: float) -> float:
-    """FLOPs per real training token (see the module docstring)."""
-    embedding = 0 if model_cfg.get("tie_word_embeddings", True) else model_cfg["vocab_size"] * model_cfg["hidden_size"]
-    attn_dim = model_cfg["num_attention_heads"] * model_cfg.get(
-        "head_dim", model_cfg["hidden_size"] // model_cfg["num_attention_heads"])
-    return 4 * (base_params - embedding) + 6 * trainable + 12 * model_cfg["num_hidden_layers"] * attn_dim * ctx
-
-
-def _reset_peak_memory(device: str) -> None:
-    if device == "cuda":
-        import torch
-
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM, the peak RSS
-
-
-def _peak_memory_gib(device: str) -> float:
-    if device == "cuda":
-        import torch
-
-        return torch.cuda.max_memory_allocated() / 2**30
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 2**20
-
-
-def _train_peak_callback(device: str, out: dict):
-    """Records the peak memory when training ends, before the evaluation (whose fp32 logits may exceed it)."""
-    from transformers import TrainerCallback
-
-    class TrainPeak(TrainerCallback):
-        def on_train_end(self, args, state, control, **kwargs):
-            out["train_peak_gib"] = _peak_memory_gib(device)
-
-    return TrainPeak()
-
-
 @contextlib.contextmanager
 def _stdout_to_stderr():
     """Training logs (LLaMA-Factory's handler holds the original stdout) go to stderr: stdout is the JSON."""
@@ -336,11 +186,11 @@ def _n_bench_eval(batch: int) -> int:
 def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int = 10, device: str = "auto",
               model_cache: str | Path | None = None) -> dict[str, Any]:
     """Train `steps` steps of `config` on a random model, evaluate once, and return the figures."""
+    from movierec.config import render_llamafactory_args
     from movierec.dryrun import auc_examples, time_estimate
     from movierec.params import count_for_config, load_model_config
     from movierec.plan import train_plan
     from movierec.rundir import RunDir
-    from movierec.config import render_llamafactory_args
 
     if steps < 2:
         raise UserError("--steps: at least 2 (the first step is warm-up and not timed)")
