@@ -36,20 +36,36 @@ def one_error(proc) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("lora_rank=0", "lora_rank: must be an integer >= 1, got 0"),
-    ("per_device_train_batch_size=0", "per_device_train_batch_size: must be >= 1, got 0"),
-    ("num_train_epochs=-1", "num_train_epochs: must be > 0 (or set max_steps), got -1.0"),
-    ("cutoff_len=-1", "cutoff_len: must be >= 1, got -1"),
-    ("learning_rate=-1e-3", "learning_rate: must be > 0, got -0.001"),
-    # LLaMA-Factory's own cross-field checks run before anything too
-    ("finetuning_type=full", "llamafactory: Quantization is only compatible with the LoRA or OFT method"),
-])
-def test_out_of_range_values_stop_the_dry_run_and_the_run(tiny_model, prepared_data, tmp_path, override, expected):
-    for mode in (("--dry-run",), ()):
-        proc = train(tiny_model, prepared_data, tmp_path / "out", "--override", override, *mode)
-        assert expected in one_error(proc)
-        assert not (tmp_path / "out").exists()
+RANGE_ERRORS = {
+    "lora_rank=0": "lora_rank: must be an integer >= 1, got 0",
+    "per_device_train_batch_size=0": "per_device_train_batch_size: must be >= 1, got 0",
+    "num_train_epochs=-1": "num_train_epochs: must be > 0 (or set max_steps), got -1.0",
+    "cutoff_len=-1": "cutoff_len: must be >= 1, got -1",
+    "learning_rate=-1e-3": "learning_rate: must be > 0, got -0.001",
+}
+# LLaMA-Factory's own cross-field checks run before anything too (once movierec's checks pass)
+CROSS_FIELD = ("finetuning_type=full", "llamafactory: Quantization is only compatible with the LoRA or OFT method")
+
+
+@pytest.mark.parametrize("override, expected", [*RANGE_ERRORS.items(), CROSS_FIELD])
+def test_out_of_range_values_stop_the_dry_run(tiny_model, prepared_data, tmp_path, capsys, override, expected):
+    from movierec.cli import main
+
+    assert main(["train", "--config", str(ROOT / "configs/demo_tiny.yaml"), "--device", "cpu", "--dry-run",
+                 "--override", f"model_name_or_path={tiny_model}", "--override", f"dataset_dir={prepared_data}",
+                 "--override", f"output_dir={tmp_path / 'out'}", "--override", override]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_of_range_values_stop_the_run_all_at_once(tiny_model, prepared_data, tmp_path):
+    """A real run: every range problem reported at once, one line each; then LLaMA-Factory's own check."""
+    overrides = [x for o in RANGE_ERRORS for x in ("--override", o)]
+    err = one_error(train(tiny_model, prepared_data, tmp_path / "out", *overrides)).splitlines()
+    assert sorted(line.removeprefix("error: ") for line in err) == sorted(RANGE_ERRORS.values())
+    assert CROSS_FIELD[1] in one_error(train(tiny_model, prepared_data, tmp_path / "out", "--override", CROSS_FIELD[0]))
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_missing_dataset_file_stops_a_run(tiny_model, prepared_data, tmp_path):
