@@ -248,3 +248,33 @@ def test_real_ml100k_mf_beats_popularity(ml100k_prepared):
     assert overall["mf"]["uauc"] > overall["popularity"]["uauc"] + 0.03, overall
     # cold users (70% of the eval users) are told apart by their post-cutoff history
     assert b["user_mean"]["cold"]["auc"] > 0.55 and b["mf"]["cold"]["auc"] > 0.68
+
+
+def test_out_never_replaces_prepared_files_and_bad_args_stop_before_fitting(prepared_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(prepared_data, data)
+    before = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
+    for out, message in [(data / "manifest.json", "is a file `movierec prepare` wrote"),
+                         (data / "ranking.jsonl", "is a file `movierec prepare` wrote"),
+                         (data / "baselines_predictions.jsonl", "per-example predictions file"),
+                         (data / "manifest.json" / "b.json", "is not a writable folder")]:
+        assert main(["baselines", "--data", str(data), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err, err
+    assert main(["baselines", "--data", str(data), "--ks", "1000"]) == 2
+    assert "exceeds the shortest ranking list" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == before
+
+
+def test_prepare_again_removes_the_baselines_of_the_old_data(tmp_path):
+    from conftest import ROOT
+
+    raw, data = tmp_path / "raw", tmp_path / "data"
+    assert main(["synth", "--out", str(raw), "--users", "120", "--movies", "60", "--ratings", "3000", "--seed", "2"]) == 0
+    args = ["prepare", "--config", str(ROOT / "configs/data/demo.yaml"), "--input", str(raw), "--out", str(data),
+            "--override", "n_train=100", "--override", "n_eval=40"]
+    assert main(args) == 0
+    assert main(["baselines", "--data", str(data), "--bootstrap", "0"]) == 0
+    assert (data / "baselines.json").is_file() and (data / "baselines_predictions.jsonl").is_file()
+    assert main(args[:-1] + ["n_eval=30"]) == 0  # other eval examples: the fitted baselines no longer apply
+    assert not (data / "baselines.json").exists() and not (data / "baselines_predictions.jsonl").exists()

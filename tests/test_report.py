@@ -45,7 +45,7 @@ def test_report_from_fixture(project):
     assert "| **Estimated Total with Evaluations** | 201.2 h (1,174 evaluations) |" in text
     assert "| **Initial Speed** | 1.05 it/s (step 1) |" in text
     assert "| **Progress** | 0.34% |" in text and "checkpoint-400 (eval_loss = 0.3735)" in text
-    for name in ("train_loss", "eval_loss", "eval_auc", "calibration"):
+    for name in ("train_loss", "eval_loss", "eval_auc", "auc_comparison", "calibration"):
         png = project / RUN / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(plots/{name}.png)" in text
@@ -200,6 +200,15 @@ def test_quality_with_intervals_and_ranking(project_with_intervals):
     assert "| LLM fine-tuned (checkpoint-800) | overall | 200 | 0.764 [0.71, 0.81] | 0.720 [0.67, 0.77] | 0.567 [0.52, 0.62] " \
            "| 0.6950 |" in text
     assert "| oracle (true probabilities) | overall | 200 | 0.900 [0.87, 0.93] |" in text
+    # the comparison plot draws each model's AUC with its interval
+    from movierec.report import load_run
+    from movierec.report.plots import auc_rows
+
+    rows = {name: (auc, ci) for name, auc, ci in auc_rows(load_run(project_with_intervals / RUN))}
+    auc, ci = rows["LLM fine-tuned (checkpoint-800)"]
+    assert auc == pytest.approx(0.7639, abs=1e-4) and ci == [0.7139, 0.8139]
+    assert rows["oracle (ceiling)"] == (0.9, [0.87, 0.93]) and "baseline: gbdt" in rows
+    assert "![AUC with 95% intervals](plots/auc_comparison.png)" in text
     assert "### Ranking" in text and "| Model | hr@10 | ndcg@10 | mrr |" in text
     assert "| LLM fine-tuned (checkpoint-800) | 0.410 [0.36, 0.46] | 0.2300 | 0.1900 |" in text
     assert "| baseline: gbdt | 0.4000 | 0.2000 | 0.1600 |" in text

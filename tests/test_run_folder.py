@@ -47,7 +47,13 @@ RANGE_ERRORS = {
 CROSS_FIELD = ("finetuning_type=full", "llamafactory: Quantization is only compatible with the LoRA or OFT method")
 
 
-@pytest.mark.parametrize("override, expected", [*RANGE_ERRORS.items(), CROSS_FIELD])
+@pytest.mark.parametrize("override, expected", [
+    *RANGE_ERRORS.items(), CROSS_FIELD,
+    ("num_train_epochs=.inf", "num_train_epochs: must be a finite number, got inf"),
+    ("early_stopping_threshold=.nan", "early_stopping_threshold: must be a finite number, got nan"),
+    ("metric_for_best_model=eval_foo", "metric_for_best_model: no evaluation logs eval_foo; one of eval_auc, "),
+    (f"output_dir={ROOT / 'README.md' / 'run'}", "README.md is a file"),
+])
 def test_out_of_range_values_stop_the_dry_run(tiny_model, prepared_data, tmp_path, capsys, override, expected):
     from movierec.cli import main
 

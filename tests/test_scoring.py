@@ -151,6 +151,20 @@ def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run,
     ranking_table = report.split("### Ranking")[1].split("###")[0]
     assert "baseline: mf" in ranking_table and "LLM zero-shot" in ranking_table
 
+    # broken or foreign baselines files: one line, exit 2, or left out with the reason
+    predictions = baselines.parent / "baselines_predictions.jsonl"
+    good = predictions.read_text()
+    predictions.write_text(good[: len(good) // 2])  # cut mid-line
+    assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 2
+    predictions.write_text(good)
+    record = json.loads(baselines.read_text())
+    baselines.write_text(json.dumps({"baselines": {"gbdt": {}}}))
+    assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 2
+    baselines.write_text(json.dumps({**record, "data_manifest_sha256": "0" * 64}))
+    assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 0
+    report = (run / "report.md").read_text()
+    assert "was computed on other prepared data than the LLM's metrics" in report and "baseline: mf" not in report
+
 
 def yaml_paths(run):
     import yaml
@@ -161,7 +175,7 @@ def yaml_paths(run):
 @pytest.mark.parametrize("args, message", [
     (["--ks", "1,5,1000"], "exceeds the shortest ranking list"),
     (["--ks", "0"], "--ks: cut-offs must be >= 1"),
-    (["--checkpoint", "newest"], "expected latest, best, all or checkpoint-N"),
+    (["--checkpoint", "newest"], "expected latest, best, all, base or checkpoint-N"),
     (["--checkpoint", "checkpoint-999"], "--checkpoint checkpoint-999: not found"),
     (["--bootstrap", "-1"], "--bootstrap must be >= 0"),
 ])

@@ -73,14 +73,27 @@ def test_resume_continues_from_checkpoint_step(first_run, tiny_model, prepared_d
 
     shutil.copytree(src, out)
     before = len(log_lines(out))
-    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=9", "--resume", "checkpoint-6")
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=9", "--resume", "checkpoint-6",
+                 "--override", "eval_steps=5")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from" in proc.stdout
+    # transformers restores the checkpoint's intervals; movierec says so and plans with them
+    assert "keeps its schedule" in proc.stderr and "eval_steps 3 (config: 5)" in proc.stderr
+    assert [line["current_steps"] for line in log_lines(out) if "eval_loss" in line][-1] == 9
     new = log_lines(out)[before:]
     steps = [line["current_steps"] for line in new if "loss" in line]
     assert steps == [7, 8, 9]  # continued, not restarted from step 1
     state = json.loads((out / "checkpoint-9" / "trainer_state.json").read_text())
     assert state["global_step"] == 9
+
+
+def test_resuming_a_finished_run_changes_nothing(first_run, tiny_model, prepared_data):
+    out, _ = first_run
+    before = {p.name: p.stat().st_mtime_ns for p in out.rglob("*")}
+    proc = train(ROOT, tiny_model, prepared_data, out, "--override", "max_steps=6", "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "already complete (checkpoint-6 is step 6 of 6)" in proc.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*")} == before
 
 
 def test_fresh_run_into_used_output_dir_is_refused(first_run, tiny_model, prepared_data):

@@ -83,6 +83,7 @@ class ScoreCallback(TrainerCallback):
         self.batch_size = int(mr_args.get("eval_auc_batch_size", 16))
         self._prompts = prompts
         self._scorer = None
+        self._logged_step = None
 
     def scores(self, model, tokenizer) -> dict[str, float]:
         """The metrics of `model` on the eval prompts (with how many and how long it took)."""
@@ -111,9 +112,14 @@ class ScoreCallback(TrainerCallback):
         """trainer_log.jsonl: LLaMA-Factory's lines keep only its own keys; add the scores' line."""
         if not logs or "eval_auc" not in logs or not state.is_world_process_zero:
             return
+        if state.global_step == self._logged_step:  # the final evaluation at the last evaluated step: same model
+            return
+        self._logged_step = state.global_step
         line = {"current_steps": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch,
                 **{k: v for k, v in logs.items() if k.startswith(("eval_auc", "eval_uauc", "eval_log_loss"))}}
-        with open(Path(args.output_dir) / "trainer_log.jsonl", "a", encoding="utf-8") as f:
+        from movierec.rundir import RunDir
+
+        with open(RunDir(args.output_dir).file(RunDir.TRAINER_LOG), "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")
 
 

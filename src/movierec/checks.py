@@ -5,6 +5,7 @@ install, and combinations LLaMA-Factory would accept but that break the run."""
 from __future__ import annotations
 
 import importlib.util
+import math
 from typing import Any
 
 
@@ -59,8 +60,12 @@ RANGES = [
 def check_ranges(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
     """Values out of range, one `key: problem` line each (keys left at their defaults are not checked)."""
     given = {**lf, **mr}
-    problems = [f"{key}: must be {what}, got {given[key]!r}" for key, ok, what in RANGES
-                if key in given and not ok(given[key])]
+    infinite = {k for k, v in given.items() if isinstance(v, float) and not math.isfinite(v)}
+    problems = [f"{key}: must be a finite number, got {given[key]!r}" for key in sorted(infinite)]
+    problems += [f"{key}: must be {what}, got {given[key]!r}" for key, ok, what in RANGES
+                 if key in given and key not in infinite and not ok(given[key])]
+    if "num_train_epochs" in infinite:
+        return problems
     if float(lf.get("num_train_epochs", 3.0)) <= 0 and int(lf.get("max_steps", -1) or -1) <= 0:
         problems.append(f"num_train_epochs: must be > 0 (or set max_steps), got {lf.get('num_train_epochs')!r}")
     return problems
@@ -94,6 +99,10 @@ def check_early_stopping(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
             problems.append(f"metric_for_best_model: {metric} is movierec's score of the eval_dataset examples, and "
                             "this config has no eval_dataset (val_size splits are not scored); set eval_dataset or "
                             "rank by eval_loss")
+    known = {"eval_loss", *SCORES} | ({"eval_accuracy"} if lf.get("compute_accuracy") else set()) | (
+        {"eval_rouge-1", "eval_rouge-2", "eval_rouge-l", "eval_bleu-4"} if lf.get("predict_with_generate") else set())
+    if name and evaluates and name not in known:  # transformers would fail with a KeyError at the first evaluation
+        problems.append(f"metric_for_best_model: no evaluation logs {metric}; one of {', '.join(sorted(known))}")
     higher = SCORES.get(name)
     if higher is not None and lf.get("greater_is_better") not in (None, higher):
         problems.append(f"greater_is_better: {_to_text(lf['greater_is_better'])} ranks {metric} backwards (higher is "

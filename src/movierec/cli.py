@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # bitsandbytes warns at import that an optional CPU kernel package is absent: noise for users
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # LLaMA-Factory 0.9.5 still sets `config.torch_dtype`, which transformers answers with a deprecation line
+    for name in ("transformers.configuration_utils", "transformers.modeling_utils"):
+        logging.getLogger(name).addFilter(lambda record: "`torch_dtype` is deprecated" not in record.getMessage())
     if not getattr(args, "verbose", False):  # LLaMA-Factory's INFO lines (model loading, ...) are for train.log
         os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
     module, func = COMMANDS[args.command].split(":")

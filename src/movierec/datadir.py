@@ -126,6 +126,11 @@ class DatasetDir:
     def manifest(self) -> dict[str, Any]:
         return self._read_json(self.MANIFEST)
 
+    def manifest_sha256(self) -> str:
+        """The manifest's sha256: names this preparation (every output's hash is in it)."""
+        self.require()
+        return _sha256_file(self.file(self.MANIFEST))
+
     def dataset_info(self) -> dict[str, Any]:
         return self._read_json(self.DATASET_INFO)
 
@@ -242,6 +247,8 @@ class DatasetDir:
         except OSError as e:
             raise UserError(f"{self.path}: cannot create the folder ({e.strerror or e})") from None
         self.file(self.MANIFEST).unlink(missing_ok=True)
+        for name in (self.BASELINES, self.BASELINE_PREDICTIONS):  # fitted on the old data: stale now
+            self.file(name).unlink(missing_ok=True)
         for name, payload in files.items():
             atomic_write_bytes(self.file(name), payload)
         atomic_write_json(self.file(self.MANIFEST), {**manifest, "files": entries})

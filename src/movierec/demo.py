@@ -44,10 +44,13 @@ def main(args) -> int:
 def summary(run: Path, data: Path) -> str:
     """Did the model learn? Training loss first -> last, then every model on the same eval examples and
     ranking lists: AUC with its 95% interval, UAUC, HR@10, NDCG@10."""
-    log = [json.loads(line) for line in (run / "trainer_log.jsonl").read_text().splitlines() if line.strip()]
+    from movierec.datadir import DatasetDir
+    from movierec.rundir import RunDir
+
+    log = RunDir(run).read_jsonl(RunDir.TRAINER_LOG)
     losses = [line["loss"] for line in log if "loss" in line]
-    metrics = json.loads((run / "metrics.json").read_text())
-    baselines = json.loads((data / "baselines.json").read_text())
+    metrics = json.loads(RunDir(run).file(RunDir.METRICS).read_text())
+    baselines = json.loads(DatasetDir(data).file(DatasetDir.BASELINES).read_text())
     rows = [(f"LLM fine-tuned ({metrics['checkpoint']})", metrics["metrics"], metrics.get("ranking"))]
     if metrics.get("zero_shot"):
         rows.append(("LLM zero-shot (base model)", metrics["zero_shot"]["metrics"], metrics["zero_shot"].get("ranking")))

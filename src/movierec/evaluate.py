@@ -22,16 +22,6 @@ from movierec.rundir import RunDir
 BASE = "base"  # --checkpoint name of the base model without adapter (zero-shot)
 
 
-def parse_ks(text: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(sorted({int(k) for k in text.split(",") if k.strip()}))
-    except ValueError:
-        raise UserError(f"--ks: expected comma-separated cut-offs such as 1,5,10, got {text!r}") from None
-    if not ks or ks[0] < 1:
-        raise UserError(f"--ks: cut-offs must be >= 1, got {text!r}")
-    return ks
-
-
 def ranking_lists(data: DatasetDir, ks: tuple[int, ...]) -> list[dict[str, Any]]:
     """The prepared candidate lists ([] when the data has none), checked to hold at least max(ks) each."""
     path = data.file(data.RANKING)
@@ -53,13 +43,16 @@ def select(run: RunDir, which: str) -> list[tuple[str, Path | None]]:
         if part == BASE:
             chosen[BASE] = None
         else:
-            chosen.update({c.name: c for c in run.select(part)})
+            try:
+                chosen.update({c.name: c for c in run.select(part)})
+            except UserError as e:
+                raise UserError(str(e).replace("best, all or checkpoint-N", "best, all, base or checkpoint-N")) from None
     return list(chosen.items())
 
 
 def score(lf_args: dict[str, Any], adapter: Path | None, records: list[dict], ranking: list[dict], device: str,
-          batch_size: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """P(Yes) per eval record and per ranking candidate, and the seconds the eval records took."""
+          batch_size: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """P(Yes) per eval record and per ranking candidate, and the seconds each took."""
     from movierec.scoring import YesNoScorer, load_model_for_scoring
 
     model, tokenizer, template = load_model_for_scoring(lf_args, adapter, device)
@@ -67,13 +60,15 @@ def score(lf_args: dict[str, Any], adapter: Path | None, records: list[dict], ra
     start = time.perf_counter()
     probs = scorer.score(records, progress=True)
     seconds = time.perf_counter() - start
+    start = time.perf_counter()
     ranked = scorer.score(ranking, progress=True) if ranking else np.empty(0)
-    return probs, ranked, seconds
+    return probs, ranked, seconds, time.perf_counter() - start
 
 
 def main(args) -> int:
     from movierec.device import resolve_device
     from movierec.metrics import compute_metrics, ranking_metrics
+    from movierec.metrics.ranking import parse_ks
     from movierec.scoring import eval_records, subsample
 
     if args.batch_size is not None and args.batch_size < 1:
@@ -97,11 +92,11 @@ def main(args) -> int:
 
     results: dict[str, dict[str, Any]] = {}
     for name, adapter in chosen:
-        probs, ranked, seconds = score(lf_args, adapter, records, ranking, device, batch_size)
+        probs, ranked, seconds, ranking_seconds = score(lf_args, adapter, records, ranking, device, batch_size)
         start = time.perf_counter()
         block = {"metrics": compute_metrics(labels, probs, users, warm, n_boot=args.bootstrap),
                  "seconds": round(seconds, 3), "examples_per_second": round(len(records) / seconds, 2),
-                 "probs": probs, "ranked": ranked}
+                 "ranking_seconds": round(ranking_seconds, 3), "probs": probs, "ranked": ranked}
         if ranking:
             block["ranking"] = ranking_metrics([c["list_id"] for c in ranking], ranked,
                                                [c["relevant"] for c in ranking], ks, n_boot=args.bootstrap)
@@ -112,24 +107,26 @@ def main(args) -> int:
               f"{_fmt(o['log_loss'])}" + (f"  HR@10 {_fmt(rk.get('hr@10'))} NDCG@10 {_fmt(rk.get('ndcg@10'))}"
                                           if rk else "")
               + f"  ({len(records)} examples in {seconds:.1f}s, {len(records) / seconds:.0f}/s"
-              + (f"; {len(ranking)} ranking candidates" if ranking else "") + ")")
+              + (f"; {len(ranking)} ranking candidates in {ranking_seconds:.1f}s" if ranking else "")
+              + f"; metrics{' and bootstrap' if args.bootstrap else ''} {block['metrics_seconds']:.1f}s)")
     oracle = _oracle(data, len(records))
     if oracle:
         o = oracle["metrics"]["overall"]
         print(f"oracle (true probabilities, the ceiling): AUC {_fmt(o['auc'])}  UAUC {_fmt(o['uauc'])}  "
               f"log loss {_fmt(o['log_loss'])}")
-    _write(run, records, ranking, results, oracle, device, batch_size, ks, args.bootstrap)
+    _write(run, records, ranking, results, oracle, device, batch_size, ks, args.bootstrap, data)
     return 0
 
 
 def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[str, dict], oracle: dict | None,
-           device: str, batch_size: int, ks: tuple[int, ...], n_boot: int) -> None:
+           device: str, batch_size: int, ks: tuple[int, ...], n_boot: int, data) -> None:
     """metrics.json (merged with what an earlier evaluate of the same examples wrote) and predictions."""
-    previous = _previous(run, len(records))
+    previous = _previous(run, len(records), data.manifest_sha256())
     tuned = [name for name in results if name != BASE]
     best = run.best_checkpoint()
     main_name = (best.name if best is not None and best.name in tuned else tuned[-1]) if tuned else None
-    out = {**previous, "n": len(records), "device": device, "batch_size": batch_size, "ks": list(ks),
+    out = {**previous, "n": len(records), "data": str(data.path), "data_manifest_sha256": data.manifest_sha256(),
+           "device": device, "batch_size": batch_size, "ks": list(ks),
            "bootstrap_resamples": n_boot, "oracle": oracle,
            "per_checkpoint": {**previous.get("per_checkpoint", {}),
                               **{n: {**b["metrics"]["overall"], "seconds": b["seconds"]} for n, b in results.items()}}}
@@ -137,8 +134,11 @@ def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[
         if name is None:
             continue
         block = results[name]
-        entry = {"checkpoint": name, "metrics": block["metrics"], "ranking": block.get("ranking"),
-                 "seconds": block["seconds"], "examples_per_second": block["examples_per_second"]}
+        before = previous.get(key) if key else previous
+        kept = (before or {}).get("ranking") if (before or {}).get("checkpoint") == name else None  # --no-ranking
+        entry = {"checkpoint": name, "metrics": block["metrics"], "ranking": block.get("ranking") or kept,
+                 "seconds": block["seconds"], "examples_per_second": block["examples_per_second"],
+                 "ranking_seconds": block["ranking_seconds"], "metrics_seconds": block["metrics_seconds"]}
         if key:
             out[key] = entry
         else:
@@ -156,13 +156,15 @@ def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[
           + (" and the zero-shot results" if BASE in results else ""))
 
 
-def _previous(run: RunDir, n: int) -> dict[str, Any]:
-    """An earlier metrics.json of the same eval examples (kept and updated), else nothing."""
+def _previous(run: RunDir, n: int, data_sha: str) -> dict[str, Any]:
+    """An earlier metrics.json of the same eval examples of the same data (kept and updated), else nothing."""
     try:
         previous = json.loads(run.file(RunDir.METRICS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return previous if isinstance(previous, dict) and previous.get("n") == n else {}
+    if not isinstance(previous, dict) or previous.get("n") != n:
+        return {}
+    return previous if previous.get("data_manifest_sha256") in (None, data_sha) else {}
 
 
 def _oracle(data: DatasetDir, n_scored: int) -> dict[str, Any] | None:

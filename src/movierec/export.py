@@ -99,6 +99,10 @@ def staging(out: Path) -> Iterator[Path]:
     """A new hidden folder beside `out`, renamed to `out` when the block ends without error (a previous
     export there is replaced), deleted when it fails."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by an export that was killed (SIGKILL, power)
+        pid = stale.name[len(out.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
     stamp = f"{os.getpid()}-{time.monotonic_ns()}"
     tmp, old = out.parent / f".{out.name}.{stamp}.tmp", out.parent / f".{out.name}.{stamp}.old.tmp"
     tmp.mkdir()
@@ -113,6 +117,16 @@ def staging(out: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---------------------------------------------------------------- the model and tokenizer

@@ -37,7 +37,9 @@ PREPROCESSING_BATCH = 1000  # LLaMA-Factory's preprocessing_batch_size default: 
 
 def prompt_token_stats(dataset_dir: str | Path) -> tuple[dict[str, float], str]:
     """Prompt length statistics in tokens (template included) and where they came from."""
-    path = Path(dataset_dir) / "manifest.json"
+    from movierec.datadir import DatasetDir
+
+    path = DatasetDir(dataset_dir).file(DatasetDir.MANIFEST)
     if not path.is_file():
         return dict(DEFAULT_PROMPT_TOKENS), "defaults (no manifest.json)"
     try:

@@ -88,9 +88,15 @@ def main(args) -> int:
     probs = scorer.score(records)
     order = np.argsort(-probs, kind="stable")[: args.top_k]
     titles = movies.set_index("movieId")["title"]
+    rated = ratings.loc[ratings["userId"] == args.user].set_index("movieId")["rating"]
     print(f"top {len(order)} of {len(records)} candidates for user {args.user} ({ckpt.name}):")
     for rank, i in enumerate(order, 1):
-        print(f"{rank:>3}. P(Yes)={probs[i]:.3f}  {movie_ids[i]:>7}  {titles.at[movie_ids[i]]}")
+        m = movie_ids[i]
+        note = f"  (already rated {float(rated.at[m]):g})" if m in rated.index else ""
+        print(f"{rank:>3}. P(Yes)={probs[i]:.3f}  {m:>7}  {titles.at[m]}{note}")
+    if rated.index.isin(movie_ids).any():
+        print(f"{int(rated.index.isin(movie_ids).sum())} candidate(s) the user has already rated: their prompts show "
+              "the latest ratings, which may include that movie")
     q = np.quantile(probs, [0, 0.5, 1])
     print(f"P(Yes) over all {len(probs)} candidates: min {q[0]:.3f}, median {q[1]:.3f}, max {q[2]:.3f}")
     return 0

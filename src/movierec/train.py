@@ -24,6 +24,40 @@ from movierec.rundir import RunDir
 ADAPTER_KEYS = {"lora_rank": "r", "use_dora": "use_dora", "lora_target": "target_modules"}
 
 
+def keep_checkpoint_schedule(lf: dict[str, Any], resume: Path) -> None:
+    """A resume runs on the checkpoint's logging / evaluation / save intervals: transformers restores them
+    from its trainer_state.json whatever the config says. Plan, record and header follow them too."""
+    state = _trainer_state(resume)
+    changed = []
+    for key in ("logging_steps", "eval_steps", "save_steps"):
+        theirs, ours = state.get(key), lf.get(key)
+        if isinstance(theirs, (int, float)) and theirs >= 1 and isinstance(ours, (int, float)) and ours >= 1 \
+                and int(theirs) != int(ours):
+            changed.append(f"{key} {int(theirs)} (config: {int(ours)})")
+            lf[key] = int(theirs)
+    if changed:
+        print(f"warning: resuming from {resume.name} keeps its schedule, as transformers restores it: "
+              f"{', '.join(changed)}; to change it, start a new run", file=sys.stderr)
+
+
+def _trainer_state(ckpt: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        state = json.loads((ckpt / RunDir.TRAINER_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _completed_step(resume: Path | None) -> int | None:
+    """The resume checkpoint's optimizer step (None without a resume)."""
+    if resume is None:
+        return None
+    step = _trainer_state(resume).get("global_step")
+    return step if isinstance(step, int) else None
+
+
 def check_adapter(resume: Path, lf_args: dict[str, Any]) -> None:
     """Resuming needs the checkpoint's adapter shapes: refuse a config that changed them, naming the keys."""
     import json
@@ -96,11 +130,16 @@ def main(args) -> int:
     run, data = RunDir(lf["output_dir"]), DatasetDir(lf.get("dataset_dir") or "data")
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"output_dir: {run.path} is a file, not a folder")
+    blocker = next((p for p in run.path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"output_dir: {run.path} cannot be a folder, {blocker} is a file")
     if run.path == Path.cwd().resolve() or run.path in Path.cwd().resolve().parents:
         raise UserError(f"output_dir: {run.path} holds the current directory; pick a folder of its own")
     run_name = check_run_name(args.run_name or run.path.name)
     notes = apply_device(lf, device)
     resume = run.resume_point(args.resume)
+    if resume is not None:
+        keep_checkpoint_schedule(lf, resume)
     world = args.nproc_per_node * args.nnodes
     lf_args = render_llamafactory_args(lf, run, data, run_name, resume, args.deepspeed)
     checked = lf_args
@@ -118,6 +157,12 @@ def main(args) -> int:
     record["data_counts"] = counts
     record["plan"] = train_plan(lf_args, counts["train"], world, data) if counts["train"] else None
 
+    done = _completed_step(resume)
+    total = (record["plan"] or {}).get("total_optimizer_steps")
+    if done is not None and total and done >= total:
+        print(f"{run.path}: already complete ({resume.name} is step {done:,} of {total:,}); nothing to resume. "
+              "To train longer, raise max_steps or num_train_epochs.")
+        return 0
     if args.dry_run:
         from movierec.dryrun import print_dry_run
 

@@ -40,6 +40,7 @@ the fit rows maps each to P(like) (monotone, so AUC is the raw score's) for log 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -203,6 +204,9 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10), n_boot: int = 10
     _sklearn()  # a missing library stops before any work
     mf.als_class()
     manifest, ratings, movies, examples, ranking = load_inputs(data_dir)
+    if len(ranking) and max(ks) > ranking.groupby("list_id").size().min():
+        raise UserError(f"--ks: k={max(ks)} exceeds the shortest ranking list "
+                        f"({ranking.groupby('list_id').size().min()} candidates); lower it")
     cutoff = int(manifest["cutoff_timestamp"])
     threshold = like_threshold(manifest)
     print(f"[baselines {time.perf_counter() - start:5.1f}s] read {len(ratings):,} ratings, {len(examples):,} eval "
@@ -231,16 +235,16 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10), n_boot: int = 10
 
 
 def main(args: argparse.Namespace) -> int:
-    from movierec.evaluate import parse_ks
+    from movierec.metrics.ranking import parse_ks
     from movierec.io import atomic_write_text
 
     ks = parse_ks(args.ks)
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap: must be >= 0 (0: no intervals), got {args.bootstrap}")
     out = Path(args.out) if args.out else Path(args.data) / DatasetDir.BASELINES
-    if out.is_dir():
-        raise UserError(f"--out {out}: is a folder; name the JSON file to write")
+    check_out(out, DatasetDir(args.data))
     result, predictions = run(args.data, ks, args.bootstrap)
+    result["data_manifest_sha256"] = DatasetDir(args.data).manifest_sha256()
     # per example, for the report's paired comparison with the LLM (same examples, same users resampled)
     atomic_write_text(out.parent / DatasetDir.BASELINE_PREDICTIONS,
                       predictions.round(6).to_json(orient="records", lines=True))
@@ -257,6 +261,23 @@ def main(args: argparse.Namespace) -> int:
               "  (true probabilities: the ceiling)")
     print(f"wrote {out} and {out.parent / DatasetDir.BASELINE_PREDICTIONS}")
     return 0
+
+
+def check_out(out: Path, data: DatasetDir) -> None:
+    """UserError unless --out (and the predictions file beside it) can be written without replacing
+    anything `prepare` wrote: checked before the minute of fitting."""
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; name the JSON file to write")
+    if out.name == DatasetDir.BASELINE_PREDICTIONS:
+        raise UserError(f"--out {out}: is the per-example predictions file written beside it; name another file")
+    if data.path.is_dir() and out.parent.resolve() == data.path.resolve():
+        files = (data.manifest().get("files") or {}) if data.file(data.MANIFEST).is_file() else {}
+        if out.name in {*files, data.MANIFEST, data.DATASET_INFO, data.HASH_CACHE}:
+            raise UserError(f"--out {out}: is a file `movierec prepare` wrote; name another file "
+                            f"(default {data.BASELINES})")
+    parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: cannot write there ({parent} is not a writable folder)")
 
 
 def _fmt(x) -> str:

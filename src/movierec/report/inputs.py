@@ -95,8 +95,19 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
         manifest_path = resolve(resolved.get("data_manifest"), bases)
     if baselines is None and manifest_path is not None:
         baselines = manifest_path.parent / DatasetDir.BASELINES
+    elif baselines is not None and Path(baselines).is_dir():
+        raise UserError(f"--baselines: {baselines} is a folder; name its baselines.json")
     elif baselines is not None and not Path(baselines).is_file():
         raise UserError(f"--baselines: {baselines} not found")
+    metrics = _json(run.file(RunDir.METRICS))
+    base = _checked_baselines(Path(baselines)) if baselines else None
+    base_preds = _jsonl(Path(baselines).parent / DatasetDir.BASELINE_PREDICTIONS) if base else []
+    note = None
+    theirs, ours = (base or {}).get("data_manifest_sha256"), (metrics or {}).get("data_manifest_sha256")
+    if theirs and ours and theirs != ours:  # e.g. the data folder was prepared again after `baselines`
+        note = (f"`{baselines}` was computed on other prepared data than the LLM's metrics (manifest sha256 "
+                f"{theirs[:12]}... vs {ours[:12]}...): left out; rerun `movierec baselines`")
+        base, base_preds = None, []
     return {
         "dir": run_dir,
         "resolved": resolved,
@@ -109,20 +120,48 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
         "checkpoints": [p.name for p in checkpoints],
         "train_results": _json(run.file(RunDir.TRAIN_RESULTS)) or {},
         "eval_results": _json(run.file(RunDir.EVAL_RESULTS)) or {},
-        "metrics": _json(run.file(RunDir.METRICS)),
+        "metrics": metrics,
+        "summary": _json(run.file(RunDir.SUMMARY)),
         "predictions": run.read_jsonl(RunDir.PREDICTIONS),
         "manifest": _json(manifest_path) if manifest_path else None,
         "manifest_path": manifest_path,
-        "baselines": _json(Path(baselines)) if baselines else None,
+        "baselines": base,
         "baselines_path": Path(baselines) if baselines else None,
-        "baseline_predictions": _jsonl(Path(baselines).parent / DatasetDir.BASELINE_PREDICTIONS) if baselines else [],
+        "baselines_note": note,
+        "baseline_predictions": base_preds,
     }
+
+
+def _checked_baselines(path: Path) -> dict | None:
+    """baselines.json parsed, or a UserError line when it is not what `movierec baselines` writes."""
+    data = _json(path)
+    if data is None:
+        return None
+    ok = isinstance(data, dict) and isinstance(data.get("baselines"), dict) and all(
+        isinstance(b, dict) and isinstance(b.get("overall"), dict)
+        and all(isinstance(v, (int, float)) or v is None for k, v in b["overall"].items() if k in ("auc", "uauc", "n"))
+        for b in data["baselines"].values())
+    if not ok:
+        raise UserError(f"{path}: not a baselines.json as `movierec baselines` writes it (a `baselines` mapping of "
+                        "metric blocks); rerun `movierec baselines`")
+    return data
 
 
 def _jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{number}: not a JSON record ({e.msg}); rerun the command that wrote it") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records
 
 
 def run_files(run_dir: Path) -> list[str]:

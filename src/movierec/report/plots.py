@@ -38,9 +38,11 @@ def write_plots(run: dict, plot_dir: Path) -> dict[str, str]:
         ax.plot(s.index, s.to_numpy(), marker="o" if len(s) < 50 else None, label=label)
         if name == "eval_auc" and run["baselines"]:
             for i, (b, blocks) in enumerate(ordered_baselines(run["baselines"])):
-                v = blocks["overall"].get("auc")
+                v, ci = blocks["overall"].get("auc"), blocks["overall"].get("auc_ci95")
                 if v is not None:
                     ax.axhline(v, ls="--", lw=1, color=f"C{i + 1}", label=f"{b} baseline")
+                    if ci and None not in ci:  # its 95% interval as a faint band
+                        ax.axhspan(ci[0], ci[1], color=f"C{i + 1}", alpha=0.07, lw=0)
             oracle = run["baselines"].get("oracle")
             if oracle and oracle["metrics"]["overall"].get("auc") is not None:
                 ax.axhline(oracle["metrics"]["overall"]["auc"], ls=":", lw=1.5, color="k", label="oracle (ceiling)")
@@ -49,6 +51,20 @@ def write_plots(run: dict, plot_dir: Path) -> dict[str, str]:
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
         _save(fig, plot_dir / f"{name}.png")
         written[name] = f"{plot_dir.name}/{name}.png"
+    rows = auc_rows(run)
+    if rows:
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+        for y, (name, auc, ci) in enumerate(rows):
+            err = [[auc - ci[0]], [ci[1] - auc]] if ci else None
+            ax.errorbar(auc, y, xerr=err, fmt="o", color="C0" if name.startswith("LLM") else "gray", capsize=3)
+        ax.axvline(0.5, ls=":", color="gray", lw=1)
+        ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set(xlabel="AUC on the eval examples (bars: 95% user-level bootstrap interval)",
+               title="Models on the same eval examples")
+        ax.grid(axis="x", alpha=0.3)
+        _save(fig, plot_dir / "auc_comparison.png")
+        written["auc_comparison"] = f"{plot_dir.name}/auc_comparison.png"
     if run["predictions"]:
         from movierec.metrics import calibration_bins
 
@@ -66,3 +82,25 @@ def write_plots(run: dict, plot_dir: Path) -> dict[str, str]:
         _save(fig, plot_dir / "calibration.png")
         written["calibration"] = f"{plot_dir.name}/calibration.png"
     return written
+
+
+def auc_rows(run: dict) -> list[tuple[str, float, list[float] | None]]:
+    """(model, overall AUC, its 95% interval or None): the LLM, its zero-shot row, the baselines, the oracle."""
+    blocks = []
+    m = run["metrics"] or {}
+    if m.get("metrics"):
+        blocks.append((f"LLM fine-tuned ({m.get('checkpoint', '?')})", m["metrics"]))
+    if m.get("zero_shot"):
+        blocks.append(("LLM zero-shot", m["zero_shot"]["metrics"]))
+    if run["baselines"]:
+        blocks += [(f"baseline: {name}", b) for name, b in ordered_baselines(run["baselines"])]
+    oracle = (run["baselines"] or {}).get("oracle") or m.get("oracle")
+    if oracle:
+        blocks.append(("oracle (ceiling)", oracle["metrics"]))
+    rows = []
+    for name, b in blocks:
+        o = b.get("overall") or {}
+        if o.get("auc") is not None:
+            ci = o.get("auc_ci95")
+            rows.append((name, o["auc"], ci if ci and None not in ci else None))
+    return rows

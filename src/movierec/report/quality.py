@@ -55,6 +55,9 @@ def section(run: dict, plots: dict[str, str]) -> str:
         models[name], rankings[name] = m["metrics"], m.get("ranking") or m["metrics"].get("ranking")
         out.append(f"LLM scored by `movierec evaluate`: {m.get('checkpoint')} on {fmt(m.get('n'))} eval examples; "
                    "P(Yes) from the Yes/No logits, threshold 0.5.\n\n")
+        stale = stale_note(m.get("checkpoint"), run["checkpoints"])
+        if stale:
+            out.append(f"**Note:** {stale}\n\n")
     else:
         out.append(f"LLM metrics {NA} (no metrics.json: run `movierec evaluate --run DIR`).\n\n")
     if m is not None and m.get("zero_shot"):
@@ -70,6 +73,8 @@ def section(run: dict, plots: dict[str, str]) -> str:
             models[f"baseline: {k}"], rankings[f"baseline: {k}"] = blocks, blocks.get("ranking")
         out.append(f"Baselines from `{where}` (fitted on ratings before "
                    f"cutoff_timestamp {base.get('cutoff_timestamp')}, scored on the same eval examples).\n\n")
+    elif run.get("baselines_note"):
+        out.append(f"Baselines {NA}: {run['baselines_note']}.\n\n")
     elif where is not None:
         out.append(f"Baselines {NA}: `{where}` not found (run `movierec baselines --data {where.parent}`, "
                    "or pass `--baselines FILE`).\n\n")
@@ -97,6 +102,8 @@ def section(run: dict, plots: dict[str, str]) -> str:
         cols = [(label, k) for label, k in METRIC_COLUMNS if any(k in v for v in m["per_checkpoint"].values())]
         out.append(table(["Checkpoint", *(label for label, _ in cols)],
                          [[c, *(metric_cell(v, k) for _, k in cols)] for c, v in m["per_checkpoint"].items()]))
+    if "auc_comparison" in plots:
+        out.append(f"\n![AUC with 95% intervals]({plots['auc_comparison']})\n")
     if "calibration" in plots:
         out.append(f"\n![Calibration]({plots['calibration']})\n")
     return "".join(out)
@@ -116,3 +123,14 @@ def _paired(paired: dict) -> str:
             f"resamples of {fmt(paired['comparison'].get('users'))} users): the fine-tuned LLM minus "
             f"`{paired['baseline']}` (the baseline with the highest AUC), on the same eval examples.\n\n"
             + table(["Metric", "LLM", paired["baseline"], "Difference", "95% interval", "Share LLM better"], rows))
+
+
+def stale_note(scored: str | None, checkpoints: list[str]) -> str | None:
+    """What to say when metrics.json scored a checkpoint the run no longer holds (a resume rotated it away)."""
+    if not scored or not scored.startswith("checkpoint-") or not checkpoints:
+        return None
+    latest = max(int(c.rsplit("-", 1)[1]) for c in checkpoints)
+    if scored not in checkpoints:
+        return (f"metrics.json scored {scored}, which the run no longer holds (it has trained on to step {latest:,}); "
+                "rerun `movierec evaluate`")
+    return None

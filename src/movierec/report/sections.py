@@ -267,9 +267,13 @@ def _estimates(run: dict, speed: dict | None, evals: pd.DataFrame, prog: dict) -
 
 def _progress(run: dict, prog: dict) -> str:
     ckpts = run["checkpoints"]
+    stop = (run.get("summary") or {}).get("early_stopping") or {}
+    stopped = (f"at step {stop['stopped_at_step']:,}: {stop.get('metric')} did not improve for "
+               f"{stop.get('patience')} evaluation(s) in a row" if stop.get("stopped_at_step") is not None else None)
     return "\n### Training Progress\n\n" + _metrics_table([
         ("Steps Completed", prog["done"]), ("Total Steps", prog["total"]),
         ("Progress", f"{prog['percent']:.2f}%" if prog["percent"] is not None else None),
+        *([("Stopped Early", stopped)] if stopped else []),
         ("Checkpoints Saved", f"{len(ckpts)} ({', '.join(c.split('-')[-1] for c in ckpts)})" if ckpts else "none"),
         ("Latest Checkpoint", ckpts[-1] if ckpts else None),
     ])

@@ -117,11 +117,8 @@ def parameter_counts(resolved: dict, arch: dict | None) -> dict | None:
 
 
 def ordered_baselines(baselines: dict) -> list[tuple[str, dict]]:
-    """Baselines simplest first (the order of baselines.NAMES), unknown names last."""
-    from movierec.baselines import NAMES
-
-    rank = {name: i for i, name in enumerate(NAMES)}
-    return sorted(baselines["baselines"].items(), key=lambda kv: rank.get(kv[0], len(NAMES)))
+    """Baselines in the order baselines.json lists them (`movierec baselines` writes the simplest first)."""
+    return list(baselines["baselines"].items())
 
 
 def paired_comparison(run: dict, n_boot: int = 1000) -> dict | None:
@@ -136,8 +133,10 @@ def paired_comparison(run: dict, n_boot: int = 1000) -> dict | None:
     if not aucs:
         return None
     best = max(aucs, key=aucs.get)
-    llm = pd.DataFrame(preds)[["user_id", "movie_id", "label", "p_yes"]]
-    other = pd.DataFrame(base_preds)[["user_id", "movie_id", best]]
+    llm, other = pd.DataFrame(preds), pd.DataFrame(base_preds)
+    if not {"user_id", "movie_id", "label", "p_yes"} <= set(llm) or not {"user_id", "movie_id", best} <= set(other):
+        return None  # files of another version: no comparison rather than a wrong one
+    llm, other = llm[["user_id", "movie_id", "label", "p_yes"]], other[["user_id", "movie_id", best]]
     both = llm.merge(other, on=["user_id", "movie_id"], how="inner")
     if both.empty:
         return None
