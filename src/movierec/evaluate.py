@@ -121,11 +121,12 @@ def main(args) -> int:
 def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[str, dict], oracle: dict | None,
            device: str, batch_size: int, ks: tuple[int, ...], n_boot: int, data) -> None:
     """metrics.json (merged with what an earlier evaluate of the same examples wrote) and predictions."""
-    previous = _previous(run, len(records), data.manifest_sha256())
+    data_sha = data.manifest_sha256()
+    previous = _previous(run, len(records), data_sha)
     tuned = [name for name in results if name != BASE]
     best = run.best_checkpoint()
     main_name = (best.name if best is not None and best.name in tuned else tuned[-1]) if tuned else None
-    out = {**previous, "n": len(records), "data": str(data.path), "data_manifest_sha256": data.manifest_sha256(),
+    out = {**previous, "n": len(records), "data": str(data.path), "data_manifest_sha256": data_sha,
            "device": device, "batch_size": batch_size, "ks": list(ks),
            "bootstrap_resamples": n_boot, "oracle": oracle,
            "per_checkpoint": {**previous.get("per_checkpoint", {}),

@@ -24,7 +24,7 @@ from typing import Any
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 from movierec.io import atomic_write_json, atomic_write_text
-from movierec.rundir import RunDir, expand
+from movierec.rundir import RunDir, expand, pid_alive
 
 RECORD = "movierec_export.json"  # also what marks a folder as an export (--out may replace only those)
 CARD = "README.md"
@@ -101,7 +101,7 @@ def staging(out: Path) -> Iterator[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by an export that was killed (SIGKILL, power)
         pid = stale.name[len(out.name) + 2:].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     stamp = f"{os.getpid()}-{time.monotonic_ns()}"
     tmp, old = out.parent / f".{out.name}.{stamp}.tmp", out.parent / f".{out.name}.{stamp}.old.tmp"
@@ -117,16 +117,6 @@ def staging(out: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------- the model and tokenizer

@@ -302,7 +302,7 @@ class RunDir:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = _read_lock(path)
-                if owner.get("host") == me["host"] and not _alive(owner.get("pid")):
+                if owner.get("host") == me["host"] and not pid_alive(owner.get("pid")):
                     warn(f"warning: {path} was left by PID {owner.get('pid')}, which is gone; taking it over")
                     path.unlink(missing_ok=True)
                     continue
@@ -327,7 +327,8 @@ def _read_lock(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _alive(pid: Any) -> bool:
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this id runs on this machine."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:

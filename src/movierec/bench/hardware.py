@@ -7,19 +7,11 @@ import re
 import time
 from pathlib import Path
 
-from movierec.lengths import (  # noqa: F401
-    ANSWER_TOKENS,
-    CHARS_PER_TOKEN,
-    SHARED_PREFIX_TOKENS,
-    TEMPLATE_TOKENS,
-    example_lengths,
-    prompt_token_stats,
-)
-
 # Dense bf16 tensor-core peak (no sparsity) per GPU, by a substring of torch's device name, first
 # match wins (so the PCIe/NVL variants come before the plain names, which are the SXM figures).
 PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12,
                    "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12, "3090": 71e12, "4090": 165e12}
+
 
 def peak_flops(device_name: str) -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name), None)

@@ -12,14 +12,7 @@ from typing import Any
 import numpy as np
 
 from movierec.errors import UserError
-from movierec.lengths import (  # noqa: F401
-    ANSWER_TOKENS,
-    CHARS_PER_TOKEN,
-    SHARED_PREFIX_TOKENS,
-    TEMPLATE_TOKENS,
-    example_lengths,
-    prompt_token_stats,
-)
+from movierec.lengths import ANSWER_TOKENS, SHARED_PREFIX_TOKENS, example_lengths
 
 IGNORE_INDEX = -100
 
