@@ -2,7 +2,7 @@
 """Quality parity: the fast profiles, scaled to the tiny model, against the reference profile on the demo data.
 
     python scripts/parity.py                          # demo_tiny.yaml vs the fast demo profiles, seed 42
-    python scripts/parity.py --seeds 42 43 44         # mean over seeds (1,000 eval examples: AUC interval ~±0.05)
+    python scripts/parity.py --seeds 42 43 44 45 46   # the README's figures: mean over seeds (~27 min on 2 cores)
 
 Builds what is missing the way `movierec demo` does (tiny model in output/tiny-qwen3, demo data in
 data/demo), then trains each profile on CPU (`movierec train`, one process each, into
