@@ -43,10 +43,7 @@ def select(run: RunDir, which: str) -> list[tuple[str, Path | None]]:
         if part == BASE:
             chosen[BASE] = None
         else:
-            try:
-                chosen.update({c.name: c for c in run.select(part)})
-            except UserError as e:
-                raise UserError(str(e).replace("best, all or checkpoint-N", "best, all, base or checkpoint-N")) from None
+            chosen.update({c.name: c for c in run.select(part, others=(BASE,))})
     return list(chosen.items())
 
 

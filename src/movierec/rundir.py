@@ -173,24 +173,31 @@ class RunDir:
         """Checkpoints whose adapter opens (enough to score with)."""
         return [c for c in self.checkpoints() if not checkpoint_problems(c, resumable=False)]
 
+    @classmethod
+    def trainer_state(cls, ckpt: Path) -> dict[str, Any]:
+        """A checkpoint's trainer_state.json ({} when missing or unreadable)."""
+        try:
+            state = json.loads((ckpt / cls.TRAINER_STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
     def best_checkpoint(self) -> Path | None:
         """The best checkpoint the trainer recorded (metric_for_best_model), if it still exists."""
         for ckpt in self.checkpoints()[::-1]:
-            try:
-                state = json.loads((ckpt / self.TRAINER_STATE).read_text())
-            except (OSError, ValueError):
-                continue
-            best = state.get("best_model_checkpoint")
+            best = self.trainer_state(ckpt).get("best_model_checkpoint")
             if best:
                 path = self.path / Path(best).name
                 return path if path.is_dir() else None
         return None
 
-    def select(self, which: str) -> list[Path]:
-        """latest | best | all | checkpoint-N -> checkpoint folders whose adapter opens."""
+    def select(self, which: str, others: tuple[str, ...] = ()) -> list[Path]:
+        """latest | best | all | checkpoint-N -> checkpoint folders whose adapter opens (`others`: more names
+        the calling command accepts and handles itself, for the error line)."""
         ckpts = self.scorable()
         if which not in ("latest", "best", "all") and not _CKPT.match(Path(which).name):
-            raise UserError(f"--checkpoint {which}: expected latest, best, all or checkpoint-N")
+            names = ", ".join(("latest", "best", "all", *others))
+            raise UserError(f"--checkpoint {which}: expected {names} or checkpoint-N")
         if not ckpts:
             raise UserError(f"no complete checkpoint in {self.path}")
         if which == "latest":

@@ -27,7 +27,7 @@ ADAPTER_KEYS = {"lora_rank": "r", "use_dora": "use_dora", "lora_target": "target
 def keep_checkpoint_schedule(lf: dict[str, Any], resume: Path) -> None:
     """A resume runs on the checkpoint's logging / evaluation / save intervals: transformers restores them
     from its trainer_state.json whatever the config says. Plan, record and header follow them too."""
-    state = _trainer_state(resume)
+    state = RunDir.trainer_state(resume)
     changed = []
     for key in ("logging_steps", "eval_steps", "save_steps"):
         theirs, ours = state.get(key), lf.get(key)
@@ -40,21 +40,11 @@ def keep_checkpoint_schedule(lf: dict[str, Any], resume: Path) -> None:
               f"{', '.join(changed)}; to change it, start a new run", file=sys.stderr)
 
 
-def _trainer_state(ckpt: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        state = json.loads((ckpt / RunDir.TRAINER_STATE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
 def _completed_step(resume: Path | None) -> int | None:
     """The resume checkpoint's optimizer step (None without a resume)."""
     if resume is None:
         return None
-    step = _trainer_state(resume).get("global_step")
+    step = RunDir.trainer_state(resume).get("global_step")
     return step if isinstance(step, int) else None
 
 

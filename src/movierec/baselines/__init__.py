@@ -204,9 +204,9 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10), n_boot: int = 10
     _sklearn()  # a missing library stops before any work
     mf.als_class()
     manifest, ratings, movies, examples, ranking = load_inputs(data_dir)
-    if len(ranking) and max(ks) > ranking.groupby("list_id").size().min():
-        raise UserError(f"--ks: k={max(ks)} exceeds the shortest ranking list "
-                        f"({ranking.groupby('list_id').size().min()} candidates); lower it")
+    shortest = ranking.groupby("list_id").size().min() if len(ranking) else None
+    if shortest is not None and max(ks) > shortest:
+        raise UserError(f"--ks: k={max(ks)} exceeds the shortest ranking list ({shortest} candidates); lower it")
     cutoff = int(manifest["cutoff_timestamp"])
     threshold = like_threshold(manifest)
     print(f"[baselines {time.perf_counter() - start:5.1f}s] read {len(ratings):,} ratings, {len(examples):,} eval "

@@ -129,8 +129,8 @@ def stale_note(scored: str | None, checkpoints: list[str]) -> str | None:
     """What to say when metrics.json scored a checkpoint the run no longer holds (a resume rotated it away)."""
     if not scored or not scored.startswith("checkpoint-") or not checkpoints:
         return None
-    latest = max(int(c.rsplit("-", 1)[1]) for c in checkpoints)
     if scored not in checkpoints:
+        latest = max(int(c.rsplit("-", 1)[1]) for c in checkpoints)
         return (f"metrics.json scored {scored}, which the run no longer holds (it has trained on to step {latest:,}); "
                 "rerun `movierec evaluate`")
     return None
