@@ -106,7 +106,7 @@ def test_fast_profiles_change_only_throughput_knobs(reference, fast, quantized):
     from movierec.config import load_yaml, validate
 
     ref, cfg = load_yaml(reference), load_yaml(fast)
-    lf, _ = validate({k: v for k, v in cfg.items() if k not in ("dataset", "eval_dataset", "dataset_dir")})
+    lf = validate({k: v for k, v in cfg.items() if k not in ("dataset", "eval_dataset", "dataset_dir")}).llamafactory
     assert lf["disable_gradient_checkpointing"] is True and lf["gradient_accumulation_steps"] == 1
     assert {k: cfg.get(k) for k in METHOD} == {k: ref.get(k) for k in METHOD}
     assert {k: cfg.get(k) for k in QUANTIZATION} == ({k: ref.get(k) for k in QUANTIZATION} if quantized else

@@ -375,9 +375,9 @@ def test_config_problems_are_reported_together(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("error: ") for line in err)
     text = "\n".join(err)
-    assert "histroy_len: unknown key (did you mean history_len?)" in text
-    assert "like_treshold: unknown key (did you mean like_threshold?)" in text
-    assert "n_train: expected int, got 'many'" in text
+    assert "histroy_len: unknown key (did you mean 'history_len'?)" in text
+    assert "like_treshold: unknown key (did you mean 'like_threshold'?)" in text
+    assert "n_train: invalid value 'many': expected int" in text
     assert "cutoff_quantile: must lie strictly between 0 and 1, got 1.5" in text
 
 

@@ -211,7 +211,7 @@ def test_installed_optional_packages_pass_validation(monkeypatch):
     monkeypatch.setattr(movierec.checks, "installed", lambda module: True)
     cfg = load_yaml(ROOT / FAST)
     cfg.update(enable_liger_kernel=True, flash_attn="fa2")
-    lf, _ = validate(cfg, data_required=False)  # the reference data need not be prepared here
+    lf = validate(cfg, data_required=False).llamafactory  # the reference data need not be prepared here
     assert lf["enable_liger_kernel"] is True and lf["flash_attn"] == "fa2"
 
 
@@ -258,19 +258,20 @@ def test_dry_run_plan_with_packing(monkeypatch, capsys):
 
 
 def test_projection_counts_every_evaluation():
+    from movierec.config import MovierecArguments
     from movierec.dryrun import time_estimate
     from movierec.plan import train_plan as estimate_steps
 
     lf = {"per_device_train_batch_size": 32, "num_train_epochs": 3.0, "warmup_ratio": 0.03, "eval_strategy": "steps",
           "eval_steps": 0.2}
     plan = estimate_steps(lf, 78_271)
-    t = time_estimate(lf, plan, rate=400.0, n_eval=4450, mr={"eval_auc": True, "eval_auc_samples": 1000},
+    t = time_estimate(plan, rate=400.0, n_eval=4450, mr=MovierecArguments(eval_auc=True, eval_auc_samples=1000),
                       eval_rate=1000.0, auc_rate=2000.0)
     assert t["evaluations"] == 5 and t["seconds_per_evaluation"] == pytest.approx(4450 / 1000 + 1000 / 2000)
     assert t["train_seconds"] == pytest.approx(7338 * 32 / 400)
     assert t["eval_fraction"] == pytest.approx(t["eval_seconds"] / t["total_seconds"])
     reference = {"per_device_train_batch_size": 1, "num_train_epochs": 3.0, "eval_strategy": "steps", "eval_steps": 200}
-    assert time_estimate(reference, estimate_steps(reference, 78_271), 2.2, 4450, {"eval_auc": False})[
+    assert time_estimate(estimate_steps(reference, 78_271), 2.2, 4450, MovierecArguments(eval_auc=False))[
         "evaluations"] == 234_813 // 200 + 1
 
 

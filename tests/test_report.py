@@ -10,7 +10,7 @@ from movierec.cli import main
 from movierec.report import _seconds, load_run, train_speed
 from movierec.report.quality import metric_cell
 from movierec.report.sections import NA
-from movierec.report.stats import eval_interval, step_interval
+from movierec.plan import interval, train_plan
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_fixture"
 RUN = "output/qwen3-movielens-qlora"
@@ -42,7 +42,7 @@ def test_report_from_fixture(project):
     assert "| LLM fine-tuned (checkpoint-800) | overall | 200 | 0.7639 | 0.7202 |" in text
     assert "| baseline: gbdt | cold | 40 |" in text
     assert "### Ranking" not in text and "confidence interval" not in text  # the fixture has neither
-    assert "| **Estimated Total with Evaluations** | 201.2 h (1,174 evaluations) |" in text
+    assert "| **Estimated Total with Evaluations** | 201.4 h (1,175 evaluations: every 200 steps and the final one) |" in text
     assert "| **Initial Speed** | 1.05 it/s (step 1) |" in text
     assert "| **Progress** | 0.34% |" in text and "checkpoint-400 (eval_loss = 0.3735)" in text
     for name in ("train_loss", "eval_loss", "eval_auc", "auc_comparison", "calibration"):
@@ -113,26 +113,31 @@ def _edit_yaml(path: Path, **changes) -> None:
 
 
 def test_eval_interval_as_transformers_reads_it():
-    assert eval_interval({"eval_strategy": "steps", "eval_steps": 200}, 1000) == 200
-    assert eval_interval({"eval_strategy": "steps", "eval_steps": 0.25}, 1000) == 250
-    assert eval_interval({"eval_strategy": "steps", "eval_steps": 0.33}, 10) == 4  # ceil(3.3)
-    assert eval_interval({"eval_strategy": "steps", "eval_steps": 0.001}, 10) == 1
-    assert eval_interval({"eval_strategy": "steps", "eval_steps": None, "logging_steps": 0.5}, 10) == 5
-    assert eval_interval({"eval_strategy": "steps"}, 10_000) == 500
-    assert eval_interval({"eval_strategy": "no", "eval_steps": 0.25}, 1000) is None
-    assert step_interval(0.1, 95) == 10 and step_interval(10, 95) == 10
+    def every(total: int, **cfg) -> int | None:
+        return train_plan({"max_steps": total, **cfg}, 100).eval_every
+
+    assert every(1000, eval_strategy="steps", eval_steps=200) == 200
+    assert every(1000, eval_strategy="steps", eval_steps=0.25) == 250
+    assert every(10, eval_strategy="steps", eval_steps=0.33) == 4  # ceil(3.3)
+    assert every(10, eval_strategy="steps", eval_steps=0.001) == 1
+    assert every(10, eval_strategy="steps", eval_steps=None, logging_steps=0.5) == 5
+    assert every(10_000, eval_strategy="steps") == 500
+    assert every(1000, eval_strategy="no", eval_steps=0.25) is None
+    assert interval(0.1, 95, 500) == 10 and interval(10, 95, 500) == 10
 
 
 def test_fractional_steps(project):
     """eval_steps / save_steps / logging_steps below 1 are fractions of the training steps (234,813 here)."""
-    _edit_yaml(project / RUN / "resolved_config.yaml",
-               config={"eval_steps": 0.25, "save_steps": 0.1, "logging_steps": 0.001})
+    record = yaml.safe_load((project / RUN / "resolved_config.yaml").read_text())
+    config = {**record["config"], "eval_steps": 0.25, "save_steps": 0.1, "logging_steps": 0.001}
+    # the plan as train records it for this config
+    _edit_yaml(project / RUN / "resolved_config.yaml", config=config, plan=train_plan(config, 78_271).to_dict())
     assert main(["report", "--run", RUN]) == 0
     text = (project / RUN / "report.md").read_text()
     assert "| **Evaluation Steps** | 0.25 (every 58,704 steps) |" in text  # ceil(0.25 * 234,813)
     assert "| **Save Steps** | 0.1 (every 23,482 steps) |" in text
     assert "| **Logging Steps** | 0.001 (every 235 steps) |" in text
-    assert "(3 evaluations)" in text  # at steps 58,704, 117,408 and 176,112
+    assert "(4 evaluations: every 58,704 steps and the final one)" in text  # 58,704, 117,408, 176,112, final
 
 
 def test_relative_paths_resolve_against_the_training_folder(project, monkeypatch, capsys):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,9 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from movierec.config import MovierecArguments, arg
 from movierec.device import keep_fp32_on_cpu
+from movierec.plan import TrainPlan
 
 
 class StepTimerCallback(TrainerCallback):
@@ -65,7 +66,7 @@ class ScoreCallback(TrainerCallback):
     (the benchmark's generated prompts).
     """
 
-    def __init__(self, lf_args: dict[str, Any], mr_args: dict[str, Any], prompts: list[list[int]] | None = None,
+    def __init__(self, lf_args: dict[str, Any], mr_args: MovierecArguments, prompts: list[list[int]] | None = None,
                  labels: list[int] | None = None):
         from movierec.datadir import DatasetDir
         from movierec.scoring import eval_records, subsample
@@ -74,13 +75,13 @@ class ScoreCallback(TrainerCallback):
         self.users = None
         if prompts is None:
             self.records = subsample(eval_records(lf_args, DatasetDir(lf_args["dataset_dir"])),
-                                     mr_args.get("eval_auc_samples"), seed=int(lf_args.get("seed", 42)))
+                                     mr_args.eval_auc_samples, seed=int(arg(lf_args, "seed")))
             labels = [int(r["label"]) for r in self.records]
             self.users = np.array([r["user_id"] for r in self.records])
         self.labels = np.array(labels)
-        self.cutoff_len = int(lf_args.get("cutoff_len", 2048))
-        self.template_name = lf_args.get("template", "default")
-        self.batch_size = int(mr_args.get("eval_auc_batch_size", 16))
+        self.cutoff_len = int(arg(lf_args, "cutoff_len"))
+        self.template_name = arg(lf_args, "template")
+        self.batch_size = mr_args.eval_auc_batch_size
         self._prompts = prompts
         self._scorer = None
         self._logged_step = None
@@ -185,20 +186,17 @@ def install_quiet_progress(enabled: bool = True):
         trainer_module.DEFAULT_PROGRESS_CALLBACK = original
 
 
-def build_callbacks(lf_args: dict[str, Any], mr_args: dict[str, Any],
-                    plan: dict[str, Any] | None = None) -> list[TrainerCallback]:
-    from movierec.plan import train_plan
-
-    plan = plan or train_plan(lf_args, 1, int(os.environ.get("WORLD_SIZE", "1")))  # the rows per step only
-    unit = "sequences" if lf_args.get("packing") or lf_args.get("neat_packing") else "examples"
+def build_callbacks(lf_args: dict[str, Any], mr_args: MovierecArguments, plan: TrainPlan) -> list[TrainerCallback]:
+    """movierec's callbacks for a run of the recorded `plan`."""
+    unit = "sequences" if plan.packing else "examples"
     callbacks: list[TrainerCallback] = [CpuFp32Callback(),
-                                        StepTimerCallback(lf_args["output_dir"], plan["rows_per_step"], unit)]
-    evaluates = lf_args.get("eval_strategy", "no") != "no"
-    if mr_args.get("eval_auc", True) and lf_args.get("eval_dataset") and evaluates:
+                                        StepTimerCallback(lf_args["output_dir"], plan.rows_per_step, unit)]
+    evaluates = str(arg(lf_args, "eval_strategy")) != "no"
+    if mr_args.eval_auc and lf_args.get("eval_dataset") and evaluates:
         callbacks.append(ScoreCallback(lf_args, mr_args))
-    patience = mr_args.get("early_stopping_patience")
+    patience = mr_args.early_stopping_patience
     if patience is not None and evaluates and lf_args.get("metric_for_best_model"):  # bench turns evaluations off
-        callbacks.append(early_stopping(int(patience), float(mr_args.get("early_stopping_threshold") or 0.0)))
+        callbacks.append(early_stopping(patience, mr_args.early_stopping_threshold))
     return callbacks
 
 

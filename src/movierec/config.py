@@ -14,7 +14,10 @@ import enum
 import os
 import re
 import sys
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from functools import lru_cache
+from types import MappingProxyType
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,9 @@ from movierec.errors import UserError
 from movierec.rundir import RunDir, expand
 
 
-@dataclass
+@dataclass(frozen=True)
 class MovierecArguments:
-    """movierec's own keys (everything else in a config belongs to LLaMA-Factory)."""
+    """movierec's own keys (everything else in a config belongs to LLaMA-Factory); each default lives here."""
 
     eval_auc: bool = field(default=True, metadata={"help": "compute eval_auc (Yes/No AUC) at every evaluation"})
     eval_auc_samples: int | None = field(
@@ -43,6 +46,58 @@ class MovierecArguments:
         default=0.0, metadata={"help": "an evaluation counts as an improvement only when it beats the best "
                                        "so far by more than this"}
     )
+
+    def auc_examples(self, n_eval: int | None) -> int:
+        """Examples the AUC callback scores at each evaluation of `n_eval` eval examples."""
+        if not n_eval or not self.eval_auc:
+            return 0
+        return min(self.eval_auc_samples, n_eval) if self.eval_auc_samples else n_eval
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any] | None) -> MovierecArguments:
+        """The `movierec:` section of a run record (keys of older records that no longer exist are ignored)."""
+        return cls(**{k: v for k, v in (data or {}).items() if k in MOVIEREC_KEYS})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated experiment config: LLaMA-Factory's arguments as given (typed), and movierec's own.
+
+    `get(key)` is the value a run uses: the config's, else the default of the LLaMA-Factory dataclass
+    field (the one place each default lives); an unknown key is a KeyError, never a silent None.
+    """
+
+    llamafactory: Mapping[str, Any]
+    movierec: MovierecArguments = field(default_factory=MovierecArguments)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "llamafactory", MappingProxyType(dict(self.llamafactory)))
+
+    def get(self, key: str) -> Any:
+        return arg(self.llamafactory, key)
+
+    def replace(self, **values: Any) -> RunConfig:
+        """A copy with some LLaMA-Factory arguments changed (the device's precision, a resume's schedule)."""
+        return RunConfig({**self.llamafactory, **values}, self.movierec)
+
+
+def arg(args: Mapping[str, Any], key: str) -> Any:
+    """The value of LLaMA-Factory argument `key` in `args` (a config or the rendered arguments), else its
+    dataclass default."""
+    if key in args:
+        return args[key]
+    defaults = _field_defaults()
+    if key not in defaults:
+        raise KeyError(f"{key} is not an argument of LLaMA-Factory or movierec")
+    return defaults[key][0]
+
+
+def lora_alpha(args: Mapping[str, Any]) -> int:
+    """LoRA's alpha as LLaMA-Factory sets it: the config's, else 2 x lora_rank (FinetuningArguments)."""
+    return arg(args, "lora_alpha") or 2 * int(arg(args, "lora_rank"))
 
 
 MOVIEREC_KEYS = {f.name for f in fields(MovierecArguments)}
@@ -77,6 +132,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file not found: {path}")
     try:
         data = yaml_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -113,22 +172,74 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     return cfg
 
 
-def _parser() -> argparse.ArgumentParser:
+def _train_classes() -> tuple[type, ...]:
     from llamafactory.hparams.parser import _TRAIN_ARGS
+
+    return (*_TRAIN_ARGS, MovierecArguments)
+
+
+@lru_cache(maxsize=None)
+def _fields_of(classes: tuple[type, ...]) -> dict[str, tuple[argparse.Action, Any, str]]:
+    """name -> (argparse action, default, type text) for every init field of the dataclasses.
+
+    The actions are those transformers' HfArgumentParser builds for the dataclasses (the parser
+    LLaMA-Factory itself uses), so a key or type it would reject is rejected here first.
+    """
+    import typing
+
     from transformers import HfArgumentParser
 
-    return HfArgumentParser([*_TRAIN_ARGS, MovierecArguments])
-
-
-def _field_defaults() -> dict[str, Any]:
-    from llamafactory.hparams.parser import _TRAIN_ARGS
-
+    # the annotations, read before HfArgumentParser rewrites the fields' types (it strips Optional)
+    hints = {cls: typing.get_type_hints(cls) for cls in classes}
+    parser = HfArgumentParser(list(classes))
+    # bool fields defaulting to true also get a `--no_<key>` action with the same dest: skip it
+    actions = {a.dest: a for a in parser._actions if f"--{a.dest}" in a.option_strings}
     out = {}
-    for cls in [*_TRAIN_ARGS, MovierecArguments]:
+    for cls in classes:
         for f in fields(cls):
             if f.init:
-                out[f.name] = (f.default, str(f.type))
+                default = f.default if f.default is not MISSING else (
+                    f.default_factory() if f.default_factory is not MISSING else MISSING)
+                out[f.name] = (actions[f.name], default.value if isinstance(default, enum.Enum) else default,
+                               str(hints[cls][f.name]))
     return out
+
+
+def _field_defaults() -> dict[str, tuple[Any, str]]:
+    return {k: (default, type_str) for k, (_, default, type_str) in _fields_of(_train_classes()).items()}
+
+
+def parse_fields(classes: Sequence[type], raw: Mapping[Any, Any], prefix: str = "") -> tuple[dict[str, Any], list[str]]:
+    """The one config engine (experiment and data configs): `raw`'s values typed for the dataclasses'
+    fields, and one `key: problem` line per unknown key (with a "did you mean"), wrong type or missing
+    required field. A field whose type is a dataclass reads a nested mapping (`synth: {users: 500}`).
+    """
+    table = _fields_of(tuple(classes))
+    problems: list[str] = []
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in table:
+            hint = difflib.get_close_matches(str(key), list(table), n=1, cutoff=0.6)
+            problems.append(f"{prefix}{key}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+            continue
+        action, default, type_str = table[key]
+        if is_dataclass(action.type):
+            if value is None and "None" in type_str:
+                out[key] = None
+            elif not isinstance(value, dict):
+                problems.append(f"{prefix}{key}: expected a mapping of {action.type.__name__} keys, got {value!r}")
+            else:
+                values, nested = parse_fields([action.type], value, f"{prefix}{key}.")
+                nested += [f"{prefix}{key}.{name}: missing" for name, (_, d, _) in
+                           _fields_of((action.type,)).items() if d is MISSING and name not in value]
+                problems += nested
+                out[key] = None if nested else action.type(**values)
+            continue
+        try:
+            out[key] = _coerce(key, value, action, default, type_str)
+        except ValueError as e:
+            problems.append(f"{prefix}{key}: invalid value {value!r}: {e}")
+    return out, problems
 
 
 def _type_name(action: argparse.Action) -> str:
@@ -174,8 +285,8 @@ def _coerce(key: str, value: Any, action: argparse.Action, default: Any, type_st
     return out
 
 
-def validate(cfg: dict[str, Any], data_required: bool = True, warn=print) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Check every key, type and range; return (llamafactory_args, movierec_args), both typed.
+def validate(cfg: Mapping[str, Any], data_required: bool = True, warn=print) -> RunConfig:
+    """Check every key, type and range; return the typed RunConfig.
 
     data_required=False (a dry run, which may plan a run before `prepare`) reports dataset files
     that do not exist yet as warnings instead of problems.
@@ -183,45 +294,36 @@ def validate(cfg: dict[str, Any], data_required: bool = True, warn=print) -> tup
     Raises:
         UserError: one line per problem, all problems at once.
     """
-    parser = _parser()
-    # bool fields defaulting to true also get a `--no_<key>` action with the same dest: skip it
-    actions = {a.dest: a for a in parser._actions if f"--{a.dest}" in a.option_strings}
-    defaults = _field_defaults()
-    problems: list[str] = []
-    lf_args: dict[str, Any] = {}
-    mr_args: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if not isinstance(key, str) or key not in defaults:
-            hint = difflib.get_close_matches(str(key), list(defaults), n=1, cutoff=0.6)
-            suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
-            problems.append(f"{key}: unknown key{suggestion}")
-            continue
-        default, type_str = defaults[key]
-        try:
-            typed = _coerce(key, value, actions[key], default, type_str)
-        except ValueError as e:
-            problems.append(f"{key}: invalid value {value!r}: {e}")
-            continue
-        (mr_args if key in MOVIEREC_KEYS else lf_args)[key] = typed
-    for key in PATH_KEYS & lf_args.keys():  # `~` and $VARS expanded once, here, for every path
-        if isinstance(lf_args[key], str):
-            lf_args[key] = os.path.expandvars(os.path.expanduser(lf_args[key]))
-    defaults_mr = {f.name: f.default for f in fields(MovierecArguments)}
-    mr_args = {**defaults_mr, **mr_args}
-    bad = {p.split(":")[0] for p in problems}
-    lf_ok, mr_ok = ({k: v for k, v in d.items() if k not in bad} for d in (lf_args, mr_args))
-    problems += check_ranges(lf_ok, mr_ok) + check_early_stopping(lf_ok, mr_ok)
-    if "dataset_dir" not in bad:
-        missing = [p for p in _check_datasets(lf_args) if p.endswith(NOT_PREPARED)]
-        problems += [p for p in _check_datasets(lf_args) if p not in missing]
+    typed, problems = parse_fields(_train_classes(), cfg)
+    for key in PATH_KEYS & typed.keys():  # `~` and $VARS expanded once, here, for every path
+        if isinstance(typed[key], str):
+            typed[key] = os.path.expandvars(os.path.expanduser(typed[key]))
+    problems += check_output_dir(typed) if "output_dir" in typed else []
+    lf = {k: v for k, v in typed.items() if k not in MOVIEREC_KEYS}
+    mr = MovierecArguments(**{k: v for k, v in typed.items() if k in MOVIEREC_KEYS})
+    problems += check_ranges(lf, mr.to_dict()) + check_early_stopping(lf, mr.to_dict())
+    if not any(p.startswith("dataset_dir:") for p in problems):
+        found = _check_datasets(lf)
+        missing = [p for p in found if p.endswith(NOT_PREPARED)]
+        problems += [p for p in found if p not in missing]
         if data_required:
             problems += missing
         for line in [] if data_required else missing:
             warn(f"warning: {line}", file=sys.stderr)
-    problems += check_levers(lf_args)
+    problems += check_levers(lf)
     if problems:
         raise UserError("\n".join(problems))
-    return lf_args, mr_args
+    return RunConfig(lf, mr)
+
+
+def check_output_dir(args: Mapping[str, Any]) -> list[str]:
+    """output_dir names a folder of the run's own: not missing, null, empty or the home folder itself."""
+    value = args.get("output_dir")
+    if value is None or not str(value).strip():
+        return [f"output_dir: {'null' if value is None else 'empty'}; name the folder checkpoints and logs go to"]
+    if expand(value) in (expand("~"), Path("/")):
+        return [f"output_dir: {value!r} is {expand(value)}, not a folder of the run's own; name a run folder"]
+    return []
 
 
 LIST_KEYS = {"report_to"}  # typed str, yet a list is valid (transformers reads it as several integrations)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from movierec.errors import UserError
+
+if TYPE_CHECKING:
+    from movierec.config import RunConfig
 
 
 def resolve_device(choice: str) -> str:
@@ -25,17 +28,17 @@ def planned_device(choice: str) -> str:
     return resolve_device("auto") if choice == "auto" else choice
 
 
-def apply_device(lf: dict[str, Any], device: str) -> list[str]:
-    """Adjust precision for the device in place; return notes describing what changed."""
-    notes = []
+def apply_device(cfg: RunConfig, device: str) -> tuple[RunConfig, list[str]]:
+    """The config with its precision adjusted for the device, and notes describing what changed."""
+    changes, notes = {}, []
     if device == "cpu":
         for key in ("bf16", "fp16", "pure_bf16"):
-            if lf.get(key):
-                lf[key] = False
+            if cfg.llamafactory.get(key):
+                changes[key] = False
                 notes.append(f"{key} off")
-        lf["use_cpu"] = True
+        changes["use_cpu"] = True
         notes.append("fp32 compute")
-    return notes
+    return cfg.replace(**changes), notes
 
 
 def keep_fp32_on_cpu(model) -> int:

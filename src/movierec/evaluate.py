@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from movierec.config import arg
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 from movierec.rundir import RunDir
@@ -53,7 +54,7 @@ def score(lf_args: dict[str, Any], adapter: Path | None, records: list[dict], ra
     from movierec.scoring import YesNoScorer, load_model_for_scoring
 
     model, tokenizer, template = load_model_for_scoring(lf_args, adapter, device)
-    scorer = YesNoScorer(model, tokenizer, template, int(lf_args.get("cutoff_len", 2048)), batch_size)
+    scorer = YesNoScorer(model, tokenizer, template, int(arg(lf_args, "cutoff_len")), batch_size)
     start = time.perf_counter()
     probs = scorer.score(records, progress=True)
     seconds = time.perf_counter() - start
@@ -79,10 +80,10 @@ def main(args) -> int:
     lf_args, mr_args = {**run.lf_args(), "model_name_or_path": run.model_path()}, run.mr_args()
     chosen = select(run, args.checkpoint)
     data = run.dataset(args.data)
-    records = subsample(eval_records(lf_args, data), args.max_examples, seed=int(lf_args.get("seed", 42)))
+    records = subsample(eval_records(lf_args, data), args.max_examples, seed=int(arg(lf_args, "seed")))
     ranking = [] if args.no_ranking else ranking_lists(data, ks)
     device = resolve_device(args.device)
-    batch_size = args.batch_size or int(mr_args.get("eval_auc_batch_size", 32))
+    batch_size = args.batch_size or mr_args.eval_auc_batch_size
     labels = np.array([int(r["label"]) for r in records])
     users = np.array([r["user_id"] for r in records])
     warm = np.array([bool(r.get("warm", True)) for r in records])

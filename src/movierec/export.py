@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from movierec.config import arg
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 from movierec.io import atomic_write_json, atomic_write_text
@@ -150,7 +151,7 @@ def save_tokenizer(ckpt: Path, lf_args: dict[str, Any], records: list[dict], to:
         raise UserError(f"{ckpt}: has no saved tokenizer (tokenizer_config.json); export needs the one training used")
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
     name = lf_args.get("template", "default")
-    template = build_template(tokenizer, name, int(lf_args.get("cutoff_len", 2048)))
+    template = build_template(tokenizer, name, int(arg(lf_args, "cutoff_len")))
     tokenizer.chat_template = None  # the base model's own chat template is not the prompt training saw
     template.fix_jinja_template(tokenizer)
     tokenizer.padding_side = "left"  # for batched generation, as LLaMA-Factory's export sets it
@@ -241,8 +242,8 @@ def model_card(out: Path, run: RunDir, data: DatasetDir, record: dict[str, Any],
     source = "synthetic (`movierec synth`)" if cfg.get("synth") else (cfg.get("url") or cfg.get("input"))
     yes, no = record["answer_tokens"]["Yes"], record["answer_tokens"]["No"]
     hyper = [("learning rate", lf.get("learning_rate")), ("scheduler", lf.get("lr_scheduler_type")),
-             ("warmup steps", plan.get("warmup_steps")), ("optimizer steps", plan.get("total_optimizer_steps")),
-             ("epochs", lf.get("num_train_epochs")), ("examples per step", plan.get("examples_per_step")),
+             ("warmup steps", plan and plan.warmup_steps), ("optimizer steps", plan and plan.total_optimizer_steps),
+             ("epochs", lf.get("num_train_epochs")), ("examples per step", plan and plan.examples_per_step),
              ("optimizer", lf.get("optim")), ("weight decay", lf.get("weight_decay")),
              ("max grad norm", lf.get("max_grad_norm")), ("cutoff_len (tokens)", lf.get("cutoff_len")),
              ("precision", "bf16" if lf.get("bf16") else "fp16" if lf.get("fp16") else "fp32"),

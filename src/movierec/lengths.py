@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from movierec.config import arg
 from movierec.errors import UserError
 
 # Qwen's tokenizer reads ~4 characters per token in English words but splits digits one per token;
@@ -83,7 +84,7 @@ def pack(lengths: list[int], cutoff_len: int, batch: int = PREPROCESSING_BATCH) 
 
 def packing_plan(lf: dict, n_examples: int, stats: dict[str, float], source: str) -> dict:
     """Packed sequences the run will train on (estimated from the length statistics)."""
-    cutoff = int(lf.get("cutoff_len", 2048))
+    cutoff = int(arg(lf, "cutoff_len"))
     lengths = example_lengths(n_examples, stats, np.random.default_rng(0)).tolist()
     rows = pack(lengths, cutoff, int(lf.get("preprocessing_batch_size") or PREPROCESSING_BATCH))
     kept = sum(len(r) for r in rows)

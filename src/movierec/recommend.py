@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from movierec.config import arg
 from movierec.errors import UserError
 from movierec.datadir import DatasetDir
 from movierec.rundir import RunDir
@@ -84,7 +85,7 @@ def main(args) -> int:
     records = build_records(manifest, ratings, movies, args.user, movie_ids)
     device = resolve_device(args.device)
     model, tokenizer, template = load_model_for_scoring(lf_args, ckpt, device)
-    scorer = YesNoScorer(model, tokenizer, template, int(lf_args.get("cutoff_len", 2048)))
+    scorer = YesNoScorer(model, tokenizer, template, int(arg(lf_args, "cutoff_len")))
     probs = scorer.score(records)
     order = np.argsort(-probs, kind="stable")[: args.top_k]
     titles = movies.set_index("movieId")["title"]

@@ -20,13 +20,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 from movierec.io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from movierec.config import MovierecArguments
+    from movierec.plan import TrainPlan
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
@@ -114,11 +118,16 @@ class RunDir:
     def lf_args(self) -> dict[str, Any]:
         return self._yaml(self.LF_ARGS)
 
-    def mr_args(self) -> dict[str, Any]:
-        return self.resolved().get("movierec") or {}
+    def mr_args(self) -> MovierecArguments:
+        from movierec.config import MovierecArguments
 
-    def plan(self) -> dict[str, Any]:
-        return self.resolved().get("plan") or {}
+        return MovierecArguments.from_record(self.resolved().get("movierec"))
+
+    def plan(self) -> TrainPlan | None:
+        """The recorded step plan (None: the record of a dry run before `prepare`, or of an older version)."""
+        from movierec.plan import TrainPlan
+
+        return TrainPlan.from_dict(self.resolved().get("plan"))
 
     def write_record(self, record: dict[str, Any], lf_args: dict[str, Any]) -> None:
         atomic_write_text(self.file(self.RESOLVED), yaml.safe_dump(record, sort_keys=False, allow_unicode=True))

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from movierec.config import MovierecArguments
 from movierec.datadir import DatasetDir
 
 PACKAGES = ("movierec", "llamafactory", "transformers", "peft", "trl", "datasets", "accelerate",
@@ -63,7 +64,7 @@ def hardware(device: str, world_size: int) -> dict[str, Any]:
     return info
 
 
-def run_metadata(args, cfg: dict[str, Any], lf_args: dict[str, Any], mr: dict[str, Any], device: str,
+def run_metadata(args, cfg: dict[str, Any], lf_args: dict[str, Any], mr: MovierecArguments, device: str,
                  world_size: int, data: DatasetDir) -> dict[str, Any]:
     """Everything that produced a run, saved as resolved_config.yaml (paths absolute and, for the data
     and model folders, also relative to the run folder: it works from anywhere and after moving it
@@ -81,8 +82,8 @@ def run_metadata(args, cfg: dict[str, Any], lf_args: dict[str, Any], mr: dict[st
         "overrides": list(args.override),
         "resume_from": lf_args.get("resume_from_checkpoint"),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {**cfg, **lf_args, **mr},
-        "movierec": mr,
+        "config": {**cfg, **lf_args, **mr.to_dict()},
+        "movierec": mr.to_dict(),
         "paths": {
             "output_dir": str(out), "dataset_dir": str(data.path),
             "dataset_dir_from_run": os.path.relpath(data.path, out),

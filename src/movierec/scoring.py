@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from movierec.config import arg
 from movierec.errors import UserError
 from movierec.datadir import DatasetDir
 
@@ -232,7 +233,7 @@ def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device
         args["infer_dtype"] = "float32"
     model_args, data_args, finetuning_args, _ = get_infer_args(args)
     tokenizer = load_tokenizer(model_args)["tokenizer"]
-    template = build_template(tokenizer, lf_args.get("template", "default"), int(lf_args.get("cutoff_len", 2048)))
+    template = build_template(tokenizer, arg(lf_args, "template"), int(arg(lf_args, "cutoff_len")))
     model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
     keep_fp32_on_cpu(model)  # score with the same fp32 kernels training used
     if merge:

@@ -77,13 +77,13 @@ def early_stopping(run: RunDir) -> dict[str, Any] | None:
     """Whether early stopping ended the run (None: it was off), from the trainer_state.json that
     LLaMA-Factory saves in output_dir when training ends: a run stopped by it ends before max_steps."""
     mr = run.mr_args()
-    if mr.get("early_stopping_patience") is None:
+    if mr.early_stopping_patience is None:
         return None
     state = _json(run, RunDir.TRAINER_STATE)
     step, max_steps = state.get("global_step"), state.get("max_steps")
     stopped = isinstance(step, int) and isinstance(max_steps, int) and step < max_steps
     return {"metric": run.lf_args().get("metric_for_best_model"),
-            "patience": mr["early_stopping_patience"], "threshold": mr.get("early_stopping_threshold", 0.0),
+            "patience": mr.early_stopping_patience, "threshold": mr.early_stopping_threshold,
             "stopped_at_step": step if stopped else None, "max_steps": max_steps,
             "best_metric": state.get("best_metric"), "best_step": state.get("best_global_step")}
 

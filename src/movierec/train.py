@@ -16,28 +16,31 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from movierec.config import RunConfig, arg
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
+from movierec.plan import TrainPlan
 from movierec.rundir import RunDir
 
 # LoRA settings that decide an adapter's tensors: resuming with others fails on a size mismatch.
 ADAPTER_KEYS = {"lora_rank": "r", "use_dora": "use_dora", "lora_target": "target_modules"}
 
 
-def keep_checkpoint_schedule(lf: dict[str, Any], resume: Path) -> None:
+def keep_checkpoint_schedule(cfg: RunConfig, resume: Path) -> RunConfig:
     """A resume runs on the checkpoint's logging / evaluation / save intervals: transformers restores them
     from its trainer_state.json whatever the config says. Plan, record and header follow them too."""
     state = RunDir.trainer_state(resume)
-    changed = []
+    changed, kept = [], {}
     for key in ("logging_steps", "eval_steps", "save_steps"):
-        theirs, ours = state.get(key), lf.get(key)
+        theirs, ours = state.get(key), cfg.llamafactory.get(key)
         if isinstance(theirs, (int, float)) and theirs >= 1 and isinstance(ours, (int, float)) and ours >= 1 \
                 and int(theirs) != int(ours):
             changed.append(f"{key} {int(theirs)} (config: {int(ours)})")
-            lf[key] = int(theirs)
+            kept[key] = int(theirs)
     if changed:
         print(f"warning: resuming from {resume.name} keeps its schedule, as transformers restores it: "
               f"{', '.join(changed)}; to change it, start a new run", file=sys.stderr)
+    return cfg.replace(**kept)
 
 
 def _completed_step(resume: Path | None) -> int | None:
@@ -53,8 +56,8 @@ def check_adapter(resume: Path, lf_args: dict[str, Any]) -> None:
     import json
 
     saved = json.loads((resume / "adapter_config.json").read_text(encoding="utf-8"))
-    wanted = {"lora_rank": int(lf_args.get("lora_rank", 8)), "use_dora": bool(lf_args.get("use_dora", False))}
-    target = lf_args.get("lora_target", "all")
+    wanted = {"lora_rank": int(arg(lf_args, "lora_rank")), "use_dora": bool(arg(lf_args, "use_dora"))}
+    target = arg(lf_args, "lora_target")
     if target != "all":  # "all" is resolved against the model's layers; the checkpoint stores the list
         wanted["lora_target"] = sorted(t.strip() for t in str(target).split(","))
     differ = []
@@ -77,9 +80,7 @@ def launch(run: RunDir, args, device: str, launch_dir: Path, verbose: bool) -> i
 
         try:
             run_worker(lf_yaml, resolved, verbose=verbose)
-        except (Exception, KeyboardInterrupt) as e:  # the traceback is in train.log (or above with --verbose)
-            if isinstance(e, KeyboardInterrupt):
-                raise
+        except Exception as e:  # noqa: BLE001 - any failure of the run: its traceback goes to train.log
             from movierec.worker import log_exception
 
             log_exception(run, e)
@@ -114,10 +115,10 @@ def main(args) -> int:
         raise UserError("--nproc-per-node and --nnodes must be >= 1 and 0 <= --node-rank < --nnodes")
     cfg = load_config(args.config, args.override)
     device = planned_device(args.device) if args.dry_run else resolve_device(args.device)
-    lf, mr = validate(cfg, data_required=not args.dry_run)
-    if "output_dir" not in lf:
+    config = validate(cfg, data_required=not args.dry_run)
+    if "output_dir" not in config.llamafactory:
         raise UserError("output_dir: missing (where checkpoints and logs go)")
-    run, data = RunDir(lf["output_dir"]), DatasetDir(lf.get("dataset_dir") or "data")
+    run, data = RunDir(config.get("output_dir")), DatasetDir(config.get("dataset_dir") or "data")
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"output_dir: {run.path} is a file, not a folder")
     blocker = next((p for p in run.path.parents if p.exists() and not p.is_dir()), None)
@@ -126,29 +127,30 @@ def main(args) -> int:
     if run.path == Path.cwd().resolve() or run.path in Path.cwd().resolve().parents:
         raise UserError(f"output_dir: {run.path} holds the current directory; pick a folder of its own")
     run_name = check_run_name(args.run_name or run.path.name)
-    notes = apply_device(lf, device)
+    config, notes = apply_device(config, device)
     resume = run.resume_point(args.resume)
     if resume is not None:
-        keep_checkpoint_schedule(lf, resume)
+        config = keep_checkpoint_schedule(config, resume)
     world = args.nproc_per_node * args.nnodes
-    lf_args = render_llamafactory_args(lf, run, data, run_name, resume, args.deepspeed)
+    lf_args = render_llamafactory_args(config.llamafactory, run, data, run_name, resume, args.deepspeed)
     checked = lf_args
     if args.dry_run and device == "cuda" and resolve_device("auto") != "cuda":  # planning a GPU run on a CPU:
-        checked = dict(lf_args)  # LLaMA-Factory's checks minus the precision this machine cannot have
-        apply_device(checked, "cpu")
+        # LLaMA-Factory's checks minus the precision this machine cannot have
+        checked = dict(apply_device(RunConfig(lf_args), "cpu")[0].llamafactory)
     problems = check_with_llamafactory(checked)
     if problems:
         raise UserError("\n".join(problems))
     if resume is not None:
         check_adapter(resume, lf_args)
-    record = run_metadata(args, cfg, lf_args, mr, device, world, data)
+    record = run_metadata(args, cfg, lf_args, config.movierec, device, world, data)
     record["parameters"] = count_for_config(lf_args)
     counts = data_counts(lf_args, data)
     record["data_counts"] = counts
-    record["plan"] = train_plan(lf_args, counts["train"], world, data) if counts["train"] else None
+    plan = train_plan(lf_args, counts["train"], world, data) if counts["train"] else None
+    record["plan"] = plan.to_dict() if plan else None
 
     done = _completed_step(resume)
-    total = (record["plan"] or {}).get("total_optimizer_steps")
+    total = plan.total_optimizer_steps if plan else None
     if done is not None and total and done >= total:
         print(f"{run.path}: already complete ({resume.name} is step {done:,} of {total:,}); nothing to resume. "
               "To train longer, raise max_steps or num_train_epochs.")
@@ -157,7 +159,7 @@ def main(args) -> int:
         from movierec.dryrun import print_dry_run
 
         print(f"device: {device}" + (f" ({', '.join(notes)})" if notes else ""))
-        print_dry_run(record, lf_args, args.rate)
+        print_dry_run(record, lf_args, plan, config.movierec, args.rate)
         return 0
     if counts["prepared"]:
         data.verify()  # the files training reads are the ones `prepare` wrote
@@ -179,7 +181,7 @@ def main(args) -> int:
             before = run.keep_previous_record(resume)
             run.truncate_logs(_step(resume))
         _write(run.path, record, lf_args)
-        _header(run, record, device, notes, resume)
+        _header(run, record, plan, device, notes, resume)
         rc = launch(run, args, device, run.path, args.verbose)
         started = _started(run, resume)
         if rc != 0 and not started:
@@ -226,15 +228,16 @@ def _print_log_tail(run: RunDir, lines: int = 15) -> None:
         print("\n".join(f"  {line}" for line in tail), file=sys.stderr)
 
 
-def _header(run: RunDir, record: dict[str, Any], device: str, notes: list[str], resume: Path | None) -> None:
-    plan, counts = record.get("plan") or {}, record.get("data_counts") or {}
+def _header(run: RunDir, record: dict[str, Any], plan: TrainPlan | None, device: str, notes: list[str],
+            resume: Path | None) -> None:
+    counts = record.get("data_counts") or {}
     print(f"run: {run.path}" + (f" (resuming from {resume.name})" if resume is not None else ""))
     print(f"model: {record['config'].get('model_name_or_path')}; device: {device}"
           + (f" ({', '.join(notes)})" if notes else ""))
     if plan:
         print(f"data: {counts.get('train'):,} train / {counts.get('eval') or 0:,} eval examples; "
-              f"{plan['total_optimizer_steps']:,} steps of {plan['examples_per_step']:,.4g} examples, "
-              f"warmup {plan['warmup_steps']:,}, {plan['evaluations']} evaluations")
+              f"{plan.total_optimizer_steps:,} steps of {plan.examples_per_step:,.4g} examples, "
+              f"warmup {plan.warmup_steps:,}, {plan.evaluations} evaluations")
     print(f"logs: {run.file(RunDir.TRAIN_LOG)}; TensorBoard: tensorboard --logdir {run.file(RunDir.RUNS)}", flush=True)
 
 

@@ -94,7 +94,14 @@ def run(lf_yaml: str | Path, resolved_yaml: str | Path, extra_callbacks: list | 
         handler = quiet_logging(Path(lf_args["output_dir"]))
     if resolved.get("device") == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _load_cpu_rank_state_on_cpu()
-    callbacks = build_callbacks(lf_args, resolved.get("movierec", {}), resolved.get("plan")) + list(extra_callbacks or [])
+    from movierec.config import MovierecArguments
+    from movierec.plan import TrainPlan
+
+    plan = TrainPlan.from_dict(resolved.get("plan"))
+    if plan is None:
+        raise ValueError(f"{resolved_yaml}: no step plan (train records one before launching)")
+    callbacks = build_callbacks(lf_args, MovierecArguments.from_record(resolved.get("movierec")), plan)
+    callbacks += list(extra_callbacks or [])
     # LLaMA-Factory print()s a tokenised example and more to stdout: in quiet mode that goes to train.log
     stdout = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(handler.stream)
     with install_score_logging(), install_quiet_progress(enabled=not verbose), stdout:

@@ -63,6 +63,7 @@ from movierec.bench.inputs import (  # noqa: F401
     pack_examples,
     random_model,
 )
+from movierec.config import arg, lora_alpha
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 from movierec.lengths import (  # noqa: F401
@@ -160,11 +161,10 @@ def _setup(config: str | Path, overrides: list[str] | None, device: str):
     cfg = load_config(config, overrides)
     device = resolve_device(device)
     names = {key: cfg.pop(key) for key in ("dataset", "eval_dataset") if key in cfg}  # data need not be prepared
-    lf, mr = validate(cfg)
-    data = DatasetDir(lf.get("dataset_dir") or "data")
-    counts = data_counts({**lf, **names}, data)
-    apply_device(lf, device)
-    return lf, mr, device, counts, data
+    checked = validate(cfg)
+    data = DatasetDir(checked.get("dataset_dir"))
+    counts = data_counts({**checked.llamafactory, **names}, data)
+    return dict(apply_device(checked, device)[0].llamafactory), checked.movierec, device, counts, data
 
 
 def _device_info(device: str) -> tuple[str, float | None, float | None]:
@@ -187,7 +187,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
               model_cache: str | Path | None = None) -> dict[str, Any]:
     """Train `steps` steps of `config` on a random model, evaluate once, and return the figures."""
     from movierec.config import render_llamafactory_args
-    from movierec.dryrun import auc_examples, time_estimate
+    from movierec.dryrun import time_estimate
     from movierec.params import count_for_config, load_model_config
     from movierec.plan import train_plan
     from movierec.rundir import RunDir
@@ -196,11 +196,11 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         raise UserError("--steps: at least 2 (the first step is warm-up and not timed)")
     lf, mr, device, counts, data = _setup(config, overrides, device)
     stats, source = prompt_token_stats(data.path)
-    batch, accum = int(lf.get("per_device_train_batch_size", 8)), int(lf.get("gradient_accumulation_steps", 1))
-    eval_batch = int(lf.get("per_device_eval_batch_size", 8))
-    auc_batch = int(mr.get("eval_auc_batch_size", 16))
-    packed = bool(lf.get("neat_packing"))
-    cutoff = int(lf.get("cutoff_len", 2048))
+    batch, accum = int(arg(lf, "per_device_train_batch_size")), int(arg(lf, "gradient_accumulation_steps"))
+    eval_batch = int(arg(lf, "per_device_eval_batch_size"))
+    auc_batch = mr.eval_auc_batch_size
+    packed = bool(arg(lf, "neat_packing"))
+    cutoff = int(arg(lf, "cutoff_len"))
     device_name, peak, matmul = _device_info(device)
 
     from datasets import Dataset, DatasetDict
@@ -239,13 +239,13 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         lf_args = render_llamafactory_args(args, RunDir(args["output_dir"]), DatasetDir(work / "data"), "bench", None,
                                            None)
         (work / "lf.yaml").write_text(yaml.safe_dump(lf_args))
-        (work / "resolved.yaml").write_text(yaml.safe_dump({"movierec": mr, "device": device,
-                                                            "plan": train_plan(lf_args, rows, 1)}))
+        (work / "resolved.yaml").write_text(yaml.safe_dump({"movierec": mr.to_dict(), "device": device,
+                                                            "plan": train_plan(lf_args, rows, 1).to_dict()}))
         peaks: dict[str, float] = {}
         extra = [_train_peak_callback(device, peaks)]
         n_auc = 0
-        if lf.get("eval_strategy", "no") != "no" and auc_examples(mr, counts["eval"] or 1):
-            n_auc = min(auc_examples(mr, counts["eval"] or 4450), _n_bench_eval(auc_batch))
+        if str(arg(lf, "eval_strategy")) != "no" and mr.auc_examples(counts["eval"] or 1):
+            n_auc = min(mr.auc_examples(counts["eval"] or 4450), _n_bench_eval(auc_batch))
             prompts = make(n_auc, 2)["input_ids"]
             extra.append(ScoreCallback(lf_args, mr, [p[:-ANSWER_TOKENS] for p in prompts],
                                      np.random.default_rng(3).integers(0, 2, n_auc).tolist()))
@@ -264,20 +264,20 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
     plan = projection = None
     if counts["train"]:
         plan = train_plan(lf, counts["train"], 1, data)
-        plan["evaluations"] = plan["evaluations"] if counts["eval"] else 0
-        projection = time_estimate(lf, plan, result["examples_per_s"], counts["eval"], mr,
+        plan = plan if counts["eval"] else plan.without_evaluations()
+        projection = time_estimate(plan, result["examples_per_s"], counts["eval"], mr,
                                    result["eval"]["examples_per_s"],
                                    result["auc"]["examples_per_s"] if result["auc"] else None)
         projection.update(n_train=counts["train"], n_eval=counts["eval"],
-                          auc_examples_per_evaluation=auc_examples(mr, counts["eval"]))
+                          auc_examples_per_evaluation=mr.auc_examples(counts["eval"]))
     return {
         "profile": Path(config).stem, "config": str(config), "overrides": list(overrides or []),
         "device": device, "device_name": device_name,
         "per_device_train_batch_size": batch, "gradient_accumulation_steps": accum,
         "packing": packed, "cutoff_len": cutoff,
-        "quantization_bit": lf.get("quantization_bit"), "gradient_checkpointing": not lf.get(
-            "disable_gradient_checkpointing", False), "enable_liger_kernel": bool(lf.get("enable_liger_kernel")),
-        "attention": str(lf.get("flash_attn", "auto")),
+        "quantization_bit": arg(lf, "quantization_bit"),
+        "gradient_checkpointing": not arg(lf, "disable_gradient_checkpointing"),
+        "enable_liger_kernel": bool(arg(lf, "enable_liger_kernel")), "attention": str(arg(lf, "flash_attn")),
         **result,
         "peak_memory_gib": round(peak_gib, 3), "train_peak_memory_gib": round(peaks["train_peak_gib"], 3),
         "peak_memory_kind": ("torch.cuda.max_memory_allocated" if device == "cuda" else "peak RSS (VmHWM)")
@@ -286,7 +286,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         "mfu": flops * result["tokens_per_s"] / peak if peak else None,
         "mfu_vs_measured_matmul": flops * result["tokens_per_s"] / matmul if matmul else None,
         "params": params, "trainable_params": trainable, "prompt_lengths": source,
-        "plan": plan, "projection": projection,
+        "plan": plan.to_dict() if plan else None, "projection": projection,
     }
 
 
@@ -299,8 +299,9 @@ def _make_adapter(model_dir: Path, lf: dict[str, Any], out: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, low_cpu_mem_usage=True)
     targets = sorted({name.split(".")[-1] for name, m in model.named_modules()
                       if isinstance(m, torch.nn.Linear) and "lm_head" not in name})
-    peft_model = get_peft_model(model, LoraConfig(r=int(lf.get("lora_rank", 8)), lora_alpha=lf.get("lora_alpha") or 16,
-                                                  target_modules=targets, task_type="CAUSAL_LM"))
+    rank = int(arg(lf, "lora_rank"))
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=lora_alpha(lf), target_modules=targets,
+                                                  task_type="CAUSAL_LM"))
     torch.manual_seed(0)
     for name, p in peft_model.named_parameters():
         if "lora_B" in name:
@@ -318,8 +319,8 @@ def run_scoring_bench(config: str | Path, overrides: list[str] | None = None, ex
         raise UserError("--examples: at least 1")
     lf, mr, device, _, data = _setup(config, overrides, device)
     stats, source = prompt_token_stats(data.path)
-    cutoff = int(lf.get("cutoff_len", 2048))
-    batch = int(mr.get("eval_auc_batch_size", 16))
+    cutoff = int(arg(lf, "cutoff_len"))
+    batch = mr.eval_auc_batch_size
     device_name, _, _ = _device_info(device)
     with tempfile.TemporaryDirectory(prefix="movierec-bench-") as tmp:
         work = Path(tmp)
@@ -346,7 +347,7 @@ def run_scoring_bench(config: str | Path, overrides: list[str] | None = None, ex
         raise UserError("bench --scoring: non-finite P(Yes)")
     return {"profile": Path(config).stem, "config": str(config), "overrides": list(overrides or []), "device": device,
             "device_name": device_name, "examples": examples, "batch_size": batch,
-            "quantization_bit": lf.get("quantization_bit"), "seconds": round(seconds, 3),
+            "quantization_bit": arg(lf, "quantization_bit"), "seconds": round(seconds, 3),
             "examples_per_s": examples / seconds, "first_batch_seconds": round(first_s, 3),
             "load_and_merge_seconds": round(load_s, 3), "tokens_per_example": float(np.mean([len(p) for p in prompts])),
             "shared_prefix_tokens": SHARED_PREFIX_TOKENS, "peak_memory_gib": round(peak_gib, 3), "params": params,

@@ -1,21 +1,20 @@
 """The data config: a small dataclass read from YAML + `--override KEY=VALUE`, typos rejected.
 
-Every problem (unknown key with a "did you mean", wrong type, value out of range) is collected and
-raised at once as `key: problem` lines.
+It goes through the experiment config's engine (`movierec.config.parse_fields`): every problem
+(unknown key with a "did you mean", wrong type, value out of range) is collected and raised at once
+as `key: problem` lines.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from movierec.config import load_yaml, parse_overrides
+from movierec.config import load_yaml, parse_fields, parse_overrides
 from movierec.errors import UserError
 
 ML25M_URL = "https://files.grouplens.org/datasets/movielens/ml-25m.zip"
@@ -70,50 +69,18 @@ def load_data_config(path: str | Path, overrides: Sequence[str] = (), **cli: Any
             node = node[p]
         node[leaf] = value
     raw.update({k: v for k, v in cli.items() if v is not None})
-    problems: list[str] = []
-    config = _build(DataConfig, raw, "", problems)
-    problems += _check_values(config) if config else []
+    values, problems = parse_fields([DataConfig], raw)
+    config = DataConfig(**values)  # keys with problems keep their defaults, so the value checks all run
+    problems += _check_values(config)
     if problems:
         raise UserError("\n".join(problems))
     return config
 
 
-def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
-    """An instance of dataclass `cls` from a mapping, appending type problems to `problems`."""
-    if not isinstance(raw, dict):
-        problems.append(f"{prefix.rstrip('.')}: expected a mapping, got {raw!r}")
-        return None
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            problems.append(f"{prefix}{key}: unknown key" + (f" (did you mean {close[0]}?)" if close else "")
-                            + f"; valid keys: {', '.join(fields)}")
-    values = {}
-    for name, field in fields.items():
-        if name not in raw:
-            if field.default is dataclasses.MISSING:
-                problems.append(f"{prefix}{name}: missing")
-            continue
-        value, hint = raw[name], hints[name]
-        optional = type(None) in typing.get_args(hint)
-        base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-        if value is None and optional:
-            values[name] = None
-        elif dataclasses.is_dataclass(base):
-            values[name] = _build(base, value, f"{prefix}{name}.", problems)
-        elif base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            values[name] = float(value)
-        elif isinstance(value, base) and not (base is int and isinstance(value, bool)):
-            values[name] = value
-        else:
-            expected = base.__name__ + (" or null" if optional else "")
-            problems.append(f"{prefix}{name}: expected {expected}, got {value!r}")
-    try:
-        return cls(**values)
-    except TypeError:  # a missing field, already reported
-        return None
+def shipped_data_configs() -> list[tuple[Path, dict[str, Any]]]:
+    """The data configs movierec ships (configs/data/*.yaml), read as plain mappings."""
+    root = Path(__file__).resolve().parents[3] / "configs" / "data"
+    return [(path, load_yaml(path)) for path in sorted(root.glob("*.yaml"))]
 
 
 def _check_values(c: DataConfig) -> list[str]:

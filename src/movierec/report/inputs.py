@@ -15,6 +15,7 @@ import pandas as pd
 
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
+from movierec.plan import TrainPlan
 from movierec.rundir import RunDir
 
 
@@ -112,7 +113,7 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
         "dir": run_dir,
         "resolved": resolved,
         "cfg": resolved["config"],
-        "plan": resolved.get("plan") or resolved.get("steps") or {},  # `steps`: the record of older runs
+        "plan": TrainPlan.from_dict(resolved.get("plan")),  # None: a record without a plan
         "arch": architecture(resolved["config"], bases),
         "log": _per_step(run.read_jsonl(RunDir.TRAINER_LOG), "current_steps"),
         "step_times": _per_step(run.read_jsonl(RunDir.STEP_TIMES), "step"),

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from movierec.config import arg
 from movierec.report.stats import (
     PEAK_WINDOW,
     STABLE_AFTER,
     estimates,
     eval_runs,
     progress,
-    step_interval,
     train_speed,
 )
 
@@ -94,7 +94,7 @@ def method(run: dict, counts: dict | None) -> str:
         ("Stage", {"sft": "Supervised Fine-Tuning (SFT)"}.get(cfg.get("stage"), cfg.get("stage"))),
     ])]
     if ftype == "lora":
-        r, alpha = cfg.get("lora_rank", 8), cfg.get("lora_alpha")
+        r, alpha = arg(cfg, "lora_rank"), cfg.get("lora_alpha")
         scale = f" (α/r = {alpha / r:g})" if alpha else ""
         out += ["\n### LoRA Configuration\n\n", table(["Parameter", "Value"], [
             ["**LoRA Rank**", r], ["**LoRA Alpha**", f"{fmt(alpha)}{scale}"],
@@ -112,7 +112,7 @@ def dataset(run: dict) -> str:
         ("Training Split", cfg.get("dataset")), ("Eval Split", cfg.get("eval_dataset")),
         ("Dataset Directory", cfg.get("dataset_dir")),
         ("Max Samples", "null (use all)" if cfg.get("max_samples") is None else cfg["max_samples"]),
-        ("Training Examples", steps.get("examples", counts.get("train", NA))),
+        ("Training Examples", steps.examples if steps else counts.get("train", NA)),
         ("Evaluation Examples", counts.get("eval", (run["metrics"] or {}).get("n", NA))),
     ])]
     out.append("\n### Prepared Data (manifest)\n\n")
@@ -141,32 +141,35 @@ def dataset(run: dict) -> str:
 
 def hyperparameters(run: dict) -> str:
     cfg, resolved = run["cfg"], run["resolved"]
-    world = (resolved.get("hardware") or {}).get("world_size", 1) or 1
-    bs, accum = int(cfg.get("per_device_train_batch_size", 8)), int(cfg.get("gradient_accumulation_steps", 1))
     steps = run["plan"]
+    world = steps.world_size if steps else (resolved.get("hardware") or {}).get("world_size", 1) or 1
+    bs, accum = cfg.get("per_device_train_batch_size"), cfg.get("gradient_accumulation_steps")
     overrides = resolved.get("overrides") or []
     out = ["## Training Hyperparameters\n\n### Batch and Accumulation\n\n", kv([
         ("Per Device Train Batch Size", bs), ("Per Device Eval Batch Size", cfg.get("per_device_eval_batch_size")),
         ("Gradient Accumulation Steps", accum), ("World Size", world),
-        ("Effective Batch Size", f"{steps.get('examples_per_step', bs * accum * world):g} examples per optimizer step"
-         + (" (batch × accumulation × processes)" if "packing" not in steps else " (packed sequences)")),
+        ("Effective Batch Size", (f"{steps.examples_per_step:g} examples per optimizer step"
+                                  + (" (packed sequences)" if steps.packing else " (batch × accumulation × processes)"))
+         if steps else NA),
     ])]
     if overrides:
         out.append("\n**Overrides** (applied on top of the config file): "
                    + ", ".join(f"`{o}`" for o in overrides) + "\n")
     out += ["\n### Learning Rate and Schedule\n\n", kv([
         ("Learning Rate", cfg.get("learning_rate")), ("LR Scheduler Type", cfg.get("lr_scheduler_type")),
-        ("Warmup Ratio", cfg.get("warmup_ratio")), ("Warmup Steps", steps.get("warmup_steps", cfg.get("warmup_steps"))),
+        ("Warmup Ratio", cfg.get("warmup_ratio")), ("Warmup Steps", steps.warmup_steps if steps else cfg.get("warmup_steps")),
     ])]
     out += ["\n### Optimization\n\n", kv([(label, cfg.get(key)) for label, key in [
         ("Optimizer", "optim"), ("Adam Beta1", "adam_beta1"), ("Adam Beta2", "adam_beta2"),
         ("Adam Epsilon", "adam_epsilon"), ("Weight Decay", "weight_decay"), ("Max Gradient Norm", "max_grad_norm"),
         ("Seed", "seed")]])]
-    total = steps.get("total_optimizer_steps") or progress(run)["total"]
+    total = steps.total_optimizer_steps if steps else progress(run)["total"]
+    intervals = {"logging_steps": steps.logging_every, "eval_steps": steps.eval_every,
+                 "save_steps": steps.save_every} if steps else {}
 
     def every(key: str) -> Any:  # a fraction of the training steps (transformers accepts < 1) shown as steps too
         v = cfg.get(key)
-        return f"{v:g} (every {step_interval(v, total):,} steps)" if isinstance(v, float) and 0 < v < 1 and total else v
+        return f"{v:g} (every {intervals[key]:,} steps)" if isinstance(v, float) and 0 < v < 1 and intervals else v
 
     out += ["\n### Training Duration\n\n", kv([
         ("Number of Epochs", cfg.get("num_train_epochs")), ("Total Training Steps", total),
@@ -252,7 +255,7 @@ def _eval_speed(run: dict, evals: pd.DataFrame) -> str:
 
 
 def _estimates(run: dict, speed: dict | None, evals: pd.DataFrame, prog: dict) -> str:
-    out, est = "\n### Time Estimates\n\n", estimates(run["cfg"], speed, evals, prog["total"], run["plan"])
+    out, est = "\n### Time Estimates\n\n", estimates(speed, evals, prog["total"], run["plan"])
     if est is None:
         return out + f"{NA}\n"
     rate, train_s = est["rate"], est["train_s"]
@@ -261,7 +264,8 @@ def _estimates(run: dict, speed: dict | None, evals: pd.DataFrame, prog: dict) -
             ("Estimated Time per Epoch", dur(est["epoch_s"])), ("Time per 1000 Steps", dur(1000 / rate))]
     if "n_evals" in est:
         rows.append(("Estimated Total with Evaluations",
-                     f"{dur(train_s + est['eval_s'])} ({est['n_evals']:,} evaluations)"))
+                     f"{dur(train_s + est['eval_s'])} ({est['n_evals']:,} evaluations: "
+                     f"every {run['plan'].eval_every:,} steps and the final one)"))
     return out + _metrics_table(rows)
 
 

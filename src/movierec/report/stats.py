@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+if TYPE_CHECKING:
+    from movierec.plan import TrainPlan
+
 STABLE_AFTER = 10  # steps: first-step compilation, allocator and cache warm-up are over by then
 PEAK_WINDOW = 10  # steps averaged for the peak speed (a single step is too noisy)
-
 
 def _seconds(elapsed: str) -> float:
     """'1 day, 2:03:04' or '0:00:05' (LLaMA-Factory's str(timedelta)) -> seconds."""
@@ -19,7 +20,6 @@ def _seconds(elapsed: str) -> float:
         days = int(head.split()[0])
     h, m, s = (float(x) for x in elapsed.strip().split(":"))
     return days * 86400 + h * 3600 + m * 60 + s
-
 
 def train_speed(step_times: pd.DataFrame, log: pd.DataFrame) -> dict[str, Any] | None:
     """Optimizer steps per second: average, first step, stabilised (median after STABLE_AFTER steps,
@@ -59,7 +59,6 @@ def train_speed(step_times: pd.DataFrame, log: pd.DataFrame) -> dict[str, Any] |
         "peak": float(peak),
     }
 
-
 def eval_runs(state: dict, eval_results: dict) -> pd.DataFrame:
     """Evaluation timings from the trainer state's log history and the final eval_results.json."""
     rows = [h for h in state.get("log_history", []) if "eval_runtime" in h]
@@ -67,45 +66,27 @@ def eval_runs(state: dict, eval_results: dict) -> pd.DataFrame:
         rows.append({"step": "final", **eval_results})
     return pd.DataFrame(rows)
 
-
 def progress(run: dict) -> dict[str, Any]:
     log, state = run["log"], run["state"]
     done = max(int(log.index.max()) if not log.empty else 0, int(state.get("global_step") or 0))
     total = None
     if not log.empty and "total_steps" in log:
         total = int(log["total_steps"].dropna().iloc[-1])
-    total = total or state.get("max_steps") or run["plan"].get("total_optimizer_steps")
+    plan = run["plan"]
+    total = total or state.get("max_steps") or (plan.total_optimizer_steps if plan else None)
     return {"done": done, "total": total, "percent": 100 * done / total if total else None}
 
-
-def step_interval(value: float, total_steps: int) -> int:
-    """Steps between events for logging_steps / eval_steps / save_steps, as transformers' Trainer reads
-    them: a value below 1 is a fraction of the training steps, rounded up."""
-    return max(math.ceil(value * total_steps), 1) if value < 1 else int(value)
-
-
-def eval_interval(cfg: dict, total_steps: int) -> int | None:
-    """Steps between evaluations during training; None without step-wise evaluation. An unset eval_steps
-    falls back to logging_steps (default 500), as in TrainingArguments."""
-    if cfg.get("eval_strategy", "no") != "steps":
-        return None
-    return step_interval(float(cfg.get("eval_steps") or cfg.get("logging_steps") or 500), total_steps)
-
-
-def estimates(cfg: dict, speed: dict | None, evals: pd.DataFrame, total: int | None,
-              plan: dict | None = None) -> dict[str, Any] | None:
-    """Training time from the stabilised speed (as the reference sheet does), plus the evaluations
-    (their count from the run's recorded plan, else the schedule; each at the mean measured eval_runtime)."""
+def estimates(speed: dict | None, evals: pd.DataFrame, total: int | None, plan: TrainPlan | None) -> dict | None:
+    """Training time from the stabilised speed (as the reference sheet does), plus the evaluations (their
+    count from the run's recorded plan, the final one included; each at the mean measured eval_runtime)."""
     if speed is None or not total:
         return None
     rate = speed["stable"]
-    out = {"rate": rate, "train_s": total / rate, "epoch_s": total / rate / float(cfg.get("num_train_epochs") or 1)}
-    every = (plan or {}).get("eval_every") or eval_interval(cfg, total)
-    if "eval_runtime" in evals and every:
-        out["n_evals"] = total // every
+    out = {"rate": rate, "train_s": total / rate, "epoch_s": total / rate / (plan.epochs if plan else 1.0)}
+    if "eval_runtime" in evals and plan and plan.evaluations:
+        out["n_evals"] = plan.evaluations
         out["eval_s"] = out["n_evals"] * float(evals["eval_runtime"].mean())
     return out
-
 
 def parameter_counts(resolved: dict, arch: dict | None) -> dict | None:
     """The run's recorded counts, else counted from the architecture without weights."""
@@ -115,11 +96,9 @@ def parameter_counts(resolved: dict, arch: dict | None) -> dict | None:
         return resolved["parameters"]
     return count_for_config(resolved["config"], arch) if arch is not None else None
 
-
 def ordered_baselines(baselines: dict) -> list[tuple[str, dict]]:
     """Baselines in the order baselines.json lists them (`movierec baselines` writes the simplest first)."""
     return list(baselines["baselines"].items())
-
 
 def paired_comparison(run: dict, n_boot: int = 1000) -> dict | None:
     """The fine-tuned LLM minus the baseline with the highest AUC, on the examples both scored, with the
