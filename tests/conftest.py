@@ -53,7 +53,12 @@ def demo_run(tiny_model, prepared_data, tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+# A guard against a hung process, never a pass condition: every run is bounded by its steps. On a busy 2-core
+# machine a step can take 15-40x its usual 0.2 s, so the guard leaves an hour (CI's own limit is 90 minutes).
+HANG_GUARD_S = 3600
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = HANG_GUARD_S) -> subprocess.CompletedProcess:
     """Run `scripts/train_llamafactory.py`-style commands in a real subprocess."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,

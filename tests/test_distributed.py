@@ -4,7 +4,7 @@ import json
 
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import HANG_GUARD_S, ROOT, run_cli
 
 SCRIPT = str(ROOT / "scripts" / "train_llamafactory.py")
 
@@ -50,7 +50,7 @@ def test_two_nodes_on_one_machine_share_one_output_dir(tiny_model, prepared_data
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     nodes = [subprocess.Popen([*common, "--node-rank", str(rank)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
-    logs = [node.communicate(timeout=600)[0] for node in nodes]
+    logs = [node.communicate(timeout=HANG_GUARD_S)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
     assert "world size: 2" in (out / "train.log").read_text()
     lines = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]

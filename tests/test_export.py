@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import HANG_GUARD_S
+
 from movierec.cli import main
 
 # The merge into fp32 weights changes the arithmetic, not the function: measured max |dP(Yes)| 5.6e-8.
@@ -110,7 +112,7 @@ def test_model_card_snippet_runs_with_transformers_alone(run, exported):
                "print(json.dumps({'p_yes': probs, 'imported': banned}))\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", program], cwd=run.parent, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["imported"] == []

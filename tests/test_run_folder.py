@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import HANG_GUARD_S, ROOT, run_cli
 
 SCRIPT = str(ROOT / "scripts" / "train_llamafactory.py")
 SHORT = ("--override", "max_steps=2", "--override", "eval_strategy=no", "--override", "save_steps=2")
@@ -24,7 +24,7 @@ def train(model: Path, data: Path, out: str | Path, *extra: str, cwd: Path = ROO
             "--override", f"model_name_or_path={model}", "--override", f"dataset_dir={data}",
             "--override", f"output_dir={out}", *extra]
     if env:
-        return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+        return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=HANG_GUARD_S,
                               env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
     return run_cli(*args, cwd=cwd)
 

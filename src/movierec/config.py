@@ -311,6 +311,10 @@ def validate(cfg: Mapping[str, Any], data_required: bool = True, warn=print) -> 
         for line in [] if data_required else missing:
             warn(f"warning: {line}", file=sys.stderr)
     problems += check_levers(lf)
+    model_problems = check_model(lf)  # a hub id missing from the cache offline: a warning (bench needs no weights)
+    problems += [p for p in model_problems if not p.endswith(NOT_CACHED)]
+    for line in [p for p in model_problems if p.endswith(NOT_CACHED)]:
+        warn(f"warning: {line}", file=sys.stderr)
     if problems:
         raise UserError("\n".join(problems))
     return RunConfig(lf, mr)
@@ -357,6 +361,37 @@ def _check_datasets(args: dict[str, Any]) -> list[str]:
 
 
 NOT_PREPARED = " (run `movierec prepare` first)"
+NOT_CACHED = "not in the Hugging Face cache and HF_HUB_OFFLINE is set (download it once online)"
+
+
+def check_model(args: Mapping[str, Any]) -> list[str]:
+    """A model folder that does not exist and a chat template LLaMA-Factory does not have: found now, not
+    after the data is tokenized. A hub id (`Qwen/Qwen3-0.6B`) is only checked offline, against the cache."""
+    problems = []
+    template = args.get("template")
+    if template is not None:
+        from llamafactory.data.template import TEMPLATES
+
+        if template not in TEMPLATES:
+            hint = difflib.get_close_matches(str(template), list(TEMPLATES), n=1)
+            problems.append(f"template: LLaMA-Factory has no template {template!r}"
+                            + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    model = args.get("model_name_or_path")
+    if not model:
+        return problems + ["model_name_or_path: missing (a local model folder or a Hugging Face hub id)"]
+    path = expand(model)
+    parts = str(model).split("/")
+    looks_local = (str(model).startswith((".", "/", "~", "$")) or len(parts) != 2
+                   or expand(parts[0]).is_dir())  # `output/tiny-qwen3x` is a typo of a local folder, not a hub id
+    if looks_local and not path.is_dir():
+        problems.append(f"model_name_or_path: {path} is not a model folder" + (" (it is a file)" if path.is_file()
+                        else " (not found)"))
+    elif not looks_local and os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(str(model), "config.json"), str):
+            problems.append(f"model_name_or_path: {model} is {NOT_CACHED}")
+    return problems
 
 
 def check_with_llamafactory(lf_args: dict[str, Any]) -> list[str]:

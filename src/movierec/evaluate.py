@@ -40,7 +40,11 @@ def ranking_lists(data: DatasetDir, ks: tuple[int, ...]) -> list[dict[str, Any]]
 def select(run: RunDir, which: str) -> list[tuple[str, Path | None]]:
     """`latest`, `best`, `all`, `checkpoint-N`, `base`, or several joined by commas -> (name, adapter)."""
     chosen: dict[str, Path | None] = {}
-    for part in [w.strip() for w in which.split(",") if w.strip()] or ["latest"]:
+    parts = [w.strip() for w in which.split(",")]
+    if not all(parts):  # `,` or `best,` is a slip, not a request for the latest checkpoint
+        raise UserError(f"--checkpoint {which!r}: an empty name; expected latest, best, all, base or checkpoint-N, "
+                        "several joined by commas")
+    for part in parts:
         if part == BASE:
             chosen[BASE] = None
         else:
