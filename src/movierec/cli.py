@@ -30,6 +30,17 @@ COMMANDS = {
 }
 
 
+def parse_ks(text: str) -> tuple[int, ...]:
+    """`--ks` of evaluate and baselines: "1,5,10" -> (1, 5, 10); a UserError line for anything else."""
+    try:
+        ks = tuple(sorted({int(k) for k in text.split(",") if k.strip()}))
+    except ValueError:
+        raise UserError(f"--ks: expected comma-separated cut-offs such as 1,5,10, got {text!r}") from None
+    if not ks or ks[0] < 1:
+        raise UserError(f"--ks: cut-offs must be >= 1, got {text!r}")
+    return ks
+
+
 def _add_override(p: argparse.ArgumentParser) -> None:
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key; VALUE is read as YAML (1, 1.5e-4, true, null, [a, b]). Repeatable.")
@@ -95,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--max-examples", type=int, default=None, help="score a deterministic subsample")
     p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
-    p.add_argument("--ks", default="1,5,10", help="ranking cut-offs K for HR@K and NDCG@K (default 1,5,10)")
+    p.add_argument("--ks", type=parse_ks, default="1,5,10",
+                   help="ranking cut-offs K for HR@K and NDCG@K (default 1,5,10)")
     p.add_argument("--bootstrap", type=int, default=1000, help="user-level bootstrap resamples for 95%% intervals "
                    "(0: none)")
     p.add_argument("--no-ranking", action="store_true", help="skip the prepared ranking lists")
@@ -104,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared data folder (with manifest.json)")
     p.add_argument("--out", help="output file (default: DATA/baselines.json); the per-example P(like) go "
                    "beside it, in baselines_predictions.jsonl")
-    p.add_argument("--ks", default="1,5,10", help="ranking cut-offs K for HR@K and NDCG@K (default 1,5,10)")
+    p.add_argument("--ks", type=parse_ks, default="1,5,10",
+                   help="ranking cut-offs K for HR@K and NDCG@K (default 1,5,10)")
     p.add_argument("--bootstrap", type=int, default=1000, help="user-level bootstrap resamples for 95%% intervals "
                    "(0: none)")
 
@@ -154,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UserError as e:  # a value that argparse's own types cannot judge (--ks)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     # bitsandbytes warns at import that an optional CPU kernel package is absent: noise for users
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     # LLaMA-Factory 0.9.5 still sets `config.torch_dtype`, which transformers answers with a deprecation line

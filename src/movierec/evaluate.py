@@ -70,7 +70,6 @@ def score(lf_args: dict[str, Any], adapter: Path | None, records: list[dict], ra
 def main(args) -> int:
     from movierec.device import resolve_device
     from movierec.metrics import compute_metrics, ranking_metrics
-    from movierec.metrics.ranking import parse_ks
     from movierec.scoring import eval_records, subsample
 
     if args.batch_size is not None and args.batch_size < 1:
@@ -79,7 +78,7 @@ def main(args) -> int:
         raise UserError("--max-examples must be >= 1")
     if args.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0 (0: no intervals)")
-    ks = parse_ks(args.ks)
+    ks = args.ks
     run = RunDir(args.run).require()
     lf_args, mr_args = {**run.lf_args(), "model_name_or_path": run.model_path()}, run.mr_args()
     chosen = select(run, args.checkpoint)

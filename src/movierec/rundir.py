@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from movierec.plan import TrainPlan
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-RESUME_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 # What a run writes into its folder (movierec, LLaMA-Factory, transformers, peft, TensorBoard):
 # `--overwrite` deletes a folder only when it holds nothing else.
 RUN_PATTERNS = (
@@ -167,7 +165,8 @@ class RunDir:
         paths = self.resolved().get("paths") or {}
         if not paths.get("model_is_local"):
             return self.lf_args()["model_name_or_path"]
-        return str(self._located("model", "the base model folder", "pass --model DIR"))
+        return str(self._located("model", "the base model folder",
+                                 f"put it back, or set paths.model in {self.file(self.RESOLVED)} to where it is now"))
 
     # ------------------------------------------------------------ checkpoints
 

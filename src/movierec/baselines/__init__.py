@@ -235,10 +235,9 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10), n_boot: int = 10
 
 
 def main(args: argparse.Namespace) -> int:
-    from movierec.metrics.ranking import parse_ks
     from movierec.io import atomic_write_text
 
-    ks = parse_ks(args.ks)
+    ks = args.ks
     if args.bootstrap < 0:
         raise UserError(f"--bootstrap: must be >= 0 (0: no intervals), got {args.bootstrap}")
     out = Path(args.out) if args.out else Path(args.data) / DatasetDir.BASELINES

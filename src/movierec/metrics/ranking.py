@@ -17,7 +17,6 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from movierec.errors import UserError
 from movierec.metrics.bootstrap import _check_n_boot, ci95, resample_counts
 
 
@@ -117,14 +116,3 @@ def ranking_metrics(list_ids: ArrayLike, scores: ArrayLike, relevant: ArrayLike,
     return {**out, "users": n_lists, "users_without_relevant": int(uniq.size - n_lists),
             "candidates_per_user": {"mean": float(kept.mean()), "min": int(kept.min()), "max": int(kept.max())},
             "tied_relevant_share": tied}
-
-
-def parse_ks(text: str) -> tuple[int, ...]:
-    """`--ks` of evaluate and baselines: "1,5,10" -> (1, 5, 10); a UserError line for anything else."""
-    try:
-        ks = tuple(sorted({int(k) for k in text.split(",") if k.strip()}))
-    except ValueError:
-        raise UserError(f"--ks: expected comma-separated cut-offs such as 1,5,10, got {text!r}") from None
-    if not ks or ks[0] < 1:
-        raise UserError(f"--ks: cut-offs must be >= 1, got {text!r}")
-    return ks
