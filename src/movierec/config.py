@@ -285,11 +285,13 @@ def _coerce(key: str, value: Any, action: argparse.Action, default: Any, type_st
     return out
 
 
-def validate(cfg: Mapping[str, Any], data_required: bool = True, warn=print) -> RunConfig:
+def validate(cfg: Mapping[str, Any], data_required: bool = True, model_required: bool = True,
+             warn=print) -> RunConfig:
     """Check every key, type and range; return the typed RunConfig.
 
     data_required=False (a dry run, which may plan a run before `prepare`) reports dataset files
-    that do not exist yet as warnings instead of problems.
+    that do not exist yet as warnings instead of problems; model_required=False (bench, which builds
+    a random model of the architecture) does not look for the model's folder.
 
     Raises:
         UserError: one line per problem, all problems at once.
@@ -311,7 +313,7 @@ def validate(cfg: Mapping[str, Any], data_required: bool = True, warn=print) -> 
         for line in [] if data_required else missing:
             warn(f"warning: {line}", file=sys.stderr)
     problems += check_levers(lf)
-    model_problems = check_model(lf)  # a hub id missing from the cache offline: a warning (bench needs no weights)
+    model_problems = check_model(lf, model_required)  # a hub id missing from the cache offline: a warning
     problems += [p for p in model_problems if not p.endswith(NOT_CACHED)]
     for line in [p for p in model_problems if p.endswith(NOT_CACHED)]:
         warn(f"warning: {line}", file=sys.stderr)
@@ -364,7 +366,7 @@ NOT_PREPARED = " (run `movierec prepare` first)"
 NOT_CACHED = "not in the Hugging Face cache and HF_HUB_OFFLINE is set (download it once online)"
 
 
-def check_model(args: Mapping[str, Any]) -> list[str]:
+def check_model(args: Mapping[str, Any], folder_required: bool = True) -> list[str]:
     """A model folder that does not exist and a chat template LLaMA-Factory does not have: found now, not
     after the data is tokenized. A hub id (`Qwen/Qwen3-0.6B`) is only checked offline, against the cache."""
     problems = []
@@ -377,6 +379,8 @@ def check_model(args: Mapping[str, Any]) -> list[str]:
             problems.append(f"template: LLaMA-Factory has no template {template!r}"
                             + (f" (did you mean '{hint[0]}'?)" if hint else ""))
     model = args.get("model_name_or_path")
+    if not folder_required:
+        return problems
     if not model:
         return problems + ["model_name_or_path: missing (a local model folder or a Hugging Face hub id)"]
     path = expand(model)

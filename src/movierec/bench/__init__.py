@@ -161,7 +161,7 @@ def _setup(config: str | Path, overrides: list[str] | None, device: str):
     cfg = load_config(config, overrides)
     device = resolve_device(device)
     names = {key: cfg.pop(key) for key in ("dataset", "eval_dataset") if key in cfg}  # data need not be prepared
-    checked = validate(cfg)
+    checked = validate(cfg, model_required=False)  # a random model of the architecture: no weights needed
     data = DatasetDir(checked.get("dataset_dir"))
     counts = data_counts({**checked.llamafactory, **names}, data)
     return dict(apply_device(checked, device)[0].llamafactory), checked.movierec, device, counts, data
