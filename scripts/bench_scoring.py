@@ -89,9 +89,13 @@ def main() -> None:
 
     import yaml
 
-    from movierec.metrics import auc
-    from movierec.datadir import DatasetDir
-    from movierec.scoring import YesNoScorer, eval_records, load_model_for_scoring
+    from movierec.evaluation.metrics import auc
+    from movierec.evaluation.scoring import (
+        YesNoScorer,
+        eval_records,
+        load_model_for_scoring,
+    )
+    from movierec.folders.datadir import DatasetDir
 
     lf_args = yaml.safe_load((run_dir / "llamafactory_train.yaml").read_text())
     adapter = run_dir / "checkpoint-2"

@@ -5,7 +5,7 @@
 # step plan and the projected wall time of 3 epochs of 78,271 examples with the profile's evaluations;
 # the ratios to the reference; the time to score 4,450 eval examples as `movierec evaluate` does; the
 # targets (fast >= 15x the reference, projected <= 1 h, scoring <= 10 s). All on random weights of
-# Qwen3-0.6B's architecture (configs/models/qwen3-0.6b.json) and generated token ids of the prepared
+# Qwen3-0.6B's architecture (movierec/resources/models/qwen3-0.6b.json) and generated token ids of the prepared
 # data's prompt lengths (~200 tokens without data/manifest.json); nothing is downloaded.
 #
 #   bash scripts/gpu_bench.sh                       # from the repository root or anywhere

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from movierec.tiny import build_tiny_model
+    from movierec.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-qwen3")
 

@@ -12,7 +12,7 @@ import yaml
 
 from movierec.cli import main as cli_main
 from movierec.data import synth
-from movierec.datadir import DatasetDir
+from movierec.folders.datadir import DatasetDir
 
 # Small but with every structure the checks need: ties in time, warm and cold eval users.
 SIZES = {"users": 150, "movies": 200, "ratings": 9000}

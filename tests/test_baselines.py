@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from movierec.baselines import NAMES, run, score_baselines
-from movierec.baselines.features import features, genre_matrix, histories
 from movierec.cli import main
-from movierec.datadir import DatasetDir
-from movierec.metrics import auc
+from movierec.evaluation.baselines import NAMES, run, score_baselines
+from movierec.evaluation.baselines.features import features, genre_matrix, histories
+from movierec.evaluation.metrics import auc
+from movierec.folders.datadir import DatasetDir
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"]
 CUTOFF = 1_500_000_000

@@ -4,8 +4,8 @@ import json
 import math
 
 import pytest
-
 from conftest import ROOT
+
 from movierec.cli import main
 
 TINY = str(ROOT / "configs/demo_tiny.yaml")
@@ -48,7 +48,13 @@ def test_bench_tiny_model_prints_rates_as_json(tiny_model, capsys):
 
 
 def test_manifest_prompt_chars_become_token_lengths(tmp_path):
-    from movierec.bench import ANSWER_TOKENS, CHARS_PER_TOKEN, TEMPLATE_TOKENS, make_examples, prompt_token_stats
+    from movierec.bench import (
+        ANSWER_TOKENS,
+        CHARS_PER_TOKEN,
+        TEMPLATE_TOKENS,
+        make_examples,
+        prompt_token_stats,
+    )
 
     (tmp_path / "manifest.json").write_text(json.dumps({"prompt_chars": {"mean": 700, "std": 0, "min": 700, "max": 700}}))
     stats, source = prompt_token_stats(tmp_path)
@@ -103,7 +109,7 @@ KNOBS = {"per_device_train_batch_size", "gradient_accumulation_steps", "group_by
 def test_fast_profiles_change_only_throughput_knobs(reference, fast, quantized):
     """Same model, LoRA, data, epochs and schedule as the reference; the learning rate follows the batch
     by the square-root rule (reference run: 1 example per step; demo_tiny.yaml: its own batch)."""
-    from movierec.config import load_yaml, validate
+    from movierec.train.config import load_yaml, validate
 
     ref, cfg = load_yaml(reference), load_yaml(fast)
     lf = validate({k: v for k, v in cfg.items() if k not in ("dataset", "eval_dataset", "dataset_dir")}).llamafactory

@@ -12,10 +12,17 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from data_helpers import LAYOUT_FILES, SIZES, prepare, read_jsonl, write_config, write_release
+from data_helpers import (
+    LAYOUT_FILES,
+    SIZES,
+    prepare,
+    read_jsonl,
+    write_config,
+    write_release,
+)
 
 from movierec.data import synth
-from movierec.datadir import DatasetDir
+from movierec.folders.datadir import DatasetDir
 
 TRAIN_NAME, EVAL_NAME = DatasetDir.TRAIN_NAME, DatasetDir.EVAL_NAME
 RELEASES = ["csv", "ml-1m", "ml-10m", "ml-100k"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from data_helpers import prepare, read_jsonl, synth_input, write_config
 
-from movierec.datadir import DatasetDir
+from movierec.folders.datadir import DatasetDir
 
 TRAIN_NAME, EVAL_NAME = DatasetDir.TRAIN_NAME, DatasetDir.EVAL_NAME
 
@@ -14,7 +14,7 @@ def test_llamafactory_loads_both_splits(tmp_path):
     from llamafactory.hparams import DataArguments, ModelArguments
     from transformers import Seq2SeqTrainingArguments
 
-    from movierec.tiny import build_tokenizer
+    from movierec.models.tiny import build_tokenizer
 
     out = tmp_path / "data"
     config = write_config(tmp_path / "c.yaml", input=str(synth_input(tmp_path / "raw")), out_dir=str(out),

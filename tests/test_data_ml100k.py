@@ -19,7 +19,7 @@ from ml100k import fetch_wheel
 
 from movierec.cli import main
 from movierec.data.config import load_data_config
-from movierec.datadir import DatasetDir
+from movierec.folders.datadir import DatasetDir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_data_config(ROOT / "configs/data/movielens_100k.yaml")

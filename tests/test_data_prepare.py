@@ -14,14 +14,22 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from data_helpers import (
+    CONFIG,
+    outputs,
+    prepare,
+    read_jsonl,
+    synth_input,
+    tree_bytes,
+    write_config,
+)
 from sklearn.metrics import roc_auc_score
-from data_helpers import CONFIG, outputs, prepare, read_jsonl, synth_input, tree_bytes, write_config
 
 from movierec.data.config import DataConfig, load_data_config
 from movierec.data.prompts import render_input
 from movierec.data.split import split
-from movierec.datadir import DatasetDir
 from movierec.errors import UserError
+from movierec.folders.datadir import DatasetDir
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_NAME, EVAL_NAME, DATASET_INFO = DatasetDir.TRAIN_NAME, DatasetDir.EVAL_NAME, DatasetDir.DATASET_INFO
@@ -208,7 +216,7 @@ def test_changed_output_is_rebuilt(prepared, tmp_path, capsys, name, edit):
 
 def test_up_to_date_check_uses_the_hash_cache(prepared, tmp_path, monkeypatch, capsys):
     """A re-run hashes each output once; later re-runs only stat them."""
-    from movierec import datadir
+    from movierec.folders import datadir
 
     out = tmp_path / "out"
     assert prepare(prepared.config, "--out", str(out)) == 0

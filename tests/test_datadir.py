@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from movierec import datadir
-from movierec.datadir import DatasetDir
 from movierec.errors import UserError
+from movierec.folders import datadir
+from movierec.folders.datadir import DatasetDir
 
 TRAIN, EVAL = DatasetDir.jsonl_name(DatasetDir.TRAIN_NAME), DatasetDir.jsonl_name(DatasetDir.EVAL_NAME)
 RECORD = {"instruction": "Answer Yes or No.", "input": "Candidate movie: Heat (1995)", "output": "Yes", "user_id": 1}

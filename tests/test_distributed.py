@@ -3,7 +3,6 @@
 import json
 
 import yaml
-
 from conftest import HANG_GUARD_S, ROOT, run_cli
 
 SCRIPT = str(ROOT / "scripts" / "train_llamafactory.py")

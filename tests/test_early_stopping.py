@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, run_cli
+
 from movierec.cli import main
 
 SCRIPT = str(ROOT / "scripts" / "train_llamafactory.py")

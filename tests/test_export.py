@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import HANG_GUARD_S
 
 from movierec.cli import main
@@ -40,15 +39,15 @@ def export(run, out, *args):
 
 
 def eval_records(run):
-    from movierec.rundir import RunDir
-    from movierec.scoring import eval_records
+    from movierec.evaluation.scoring import eval_records
+    from movierec.folders.rundir import RunDir
 
     return eval_records(RunDir(run).lf_args(), RunDir(run).dataset())
 
 
 def scores(model, tokenizer, records):
     """P(Yes) through movierec's scorer, with the template training used."""
-    from movierec.scoring import YesNoScorer, build_template
+    from movierec.evaluation.scoring import YesNoScorer, build_template
 
     return YesNoScorer(model, tokenizer, build_template(tokenizer, "qwen", 1024), 1024, 16).score(records)
 
@@ -59,8 +58,8 @@ def test_export_is_a_plain_model_that_scores_like_the_adapter(run, exported):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from movierec.rundir import RunDir
-    from movierec.scoring import YesNoScorer, build_template
+    from movierec.evaluation.scoring import YesNoScorer, build_template
+    from movierec.folders.rundir import RunDir
 
     names = {p.name for p in exported.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "movierec_export.json"} <= names
@@ -139,7 +138,7 @@ def test_model_card_and_record(run, exported):
 
 def test_replacing_an_export_and_an_interrupted_one(run, exported, monkeypatch):
     """An earlier export is replaced whole; an export interrupted before its end leaves the old one intact."""
-    import movierec.export
+    import movierec.models.export
 
     out = run.parent / "again"
     shutil.copytree(exported, out)
@@ -148,7 +147,7 @@ def test_replacing_an_export_and_an_interrupted_one(run, exported, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(movierec.export, "model_card", interrupted)
+    monkeypatch.setattr(movierec.models.export, "model_card", interrupted)
     assert export(run, out, "--checkpoint", "checkpoint-4") == 130
     assert (out / "stray.txt").is_file() and json.loads((out / "movierec_export.json").read_text())["step"] == 8
     assert not [p.name for p in run.parent.iterdir() if p.name.endswith(".tmp")]

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_cli
+
 from movierec.cli import main
 
 # A short version of the demo's training: the demo data and config, one epoch instead of three, no
@@ -33,7 +33,7 @@ def learning_data(tmp_path_factory) -> Path:
 def _flipped(data: Path, dest: Path) -> Path:
     """A prepared folder like `data` whose training answers are inverted (the eval file keeps the true
     labels), written through the data folder's owner so that its manifest records the new bytes."""
-    from movierec.datadir import DatasetDir
+    from movierec.folders.datadir import DatasetDir
 
     source = DatasetDir(data)
     manifest = source.manifest()
@@ -70,12 +70,12 @@ def test_true_labels_learn_and_flipped_labels_invert(tiny_model, learning_data, 
 
 def test_scorer_reads_the_first_label_token_of_llamafactorys_answers(tiny_model, learning_data, tmp_path):
     """The scored ids are what LLaMA-Factory trains the first answer position on, for both answers."""
+    from data_helpers import read_jsonl
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
-    from movierec.scoring import YesNoScorer, build_template
-    from data_helpers import read_jsonl
+    from movierec.evaluation.scoring import YesNoScorer, build_template
 
     model_args, data_args, training_args, _, _ = get_train_args({
         "model_name_or_path": str(tiny_model), "template": "qwen", "cutoff_len": 1024, "stage": "sft",

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT, run_cli
+
 from movierec.cli import main
 
 FAST = "configs/qwen3_movielens_qlora_fast.yaml"
@@ -140,8 +140,8 @@ def test_dry_run_packing_plan_matches_llamafactory_packing():
     """The dry run's packed-sequence count uses LLaMA-Factory's greedy knapsack on estimated lengths:
     on the same examples it gives the sequences LLaMA-Factory's packed processor makes."""
     from movierec.bench import make_examples, pack_examples
-    from movierec.lengths import ANSWER_TOKENS, DEFAULT_PROMPT_TOKENS, pack
-    from movierec.tiny import build_tokenizer
+    from movierec.bench.lengths import ANSWER_TOKENS, DEFAULT_PROMPT_TOKENS, pack
+    from movierec.models.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
     data = make_examples(1300, DEFAULT_PROMPT_TOKENS, len(tokenizer), tokenizer.eos_token_id, cutoff_len=2048)
@@ -176,7 +176,7 @@ def test_fast_demo_profiles_train_and_score(config, quantized, tiny_model, prepa
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 80 and 0 <= metrics["metrics"]["overall"]["auc"] <= 1
 
-    from movierec.scoring import load_model_for_scoring
+    from movierec.evaluation.scoring import load_model_for_scoring
 
     model, _, _ = load_model_for_scoring(lf, out / "checkpoint-4", "cpu")
     assert not any(type(m).__name__ == "Linear4bit" or hasattr(m, "lora_A") for m in model.modules())  # merged
@@ -189,10 +189,10 @@ def test_fast_demo_profiles_train_and_score(config, quantized, tiny_model, prepa
                                                ("flash_attn=fa2", "pip install flash-attn")])
 def test_missing_optional_package_stops_before_any_model_loads(override, package, monkeypatch, tmp_path, capsys,
                                                               prepared_data):
-    import movierec.checks
+    import movierec.train.checks
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(movierec.checks, "installed", lambda module: module not in ("liger_kernel", "flash_attn"))
+    monkeypatch.setattr(movierec.train.checks, "installed", lambda module: module not in ("liger_kernel", "flash_attn"))
     out = tmp_path / "out"
     rc = main(["train", "--config", FAST, "--device", "cpu", "--override", override, "--override", f"output_dir={out}",
                "--override", f"dataset_dir={prepared_data}",
@@ -204,11 +204,11 @@ def test_missing_optional_package_stops_before_any_model_loads(override, package
 
 
 def test_installed_optional_packages_pass_validation(monkeypatch):
-    import movierec.checks
-    from movierec.config import load_yaml, validate
+    import movierec.train.checks
+    from movierec.train.config import load_yaml, validate
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(movierec.checks, "installed", lambda module: True)
+    monkeypatch.setattr(movierec.train.checks, "installed", lambda module: True)
     cfg = load_yaml(ROOT / FAST)
     cfg.update(enable_liger_kernel=True, flash_attn="fa2")
     lf = validate(cfg, data_required=False).llamafactory  # the reference data need not be prepared here
@@ -220,10 +220,10 @@ def test_installed_optional_packages_pass_validation(monkeypatch):
     (["neat_packing=true", "flash_attn=fa2"], "neat_packing: with flash_attn fa2"),
 ])
 def test_unsafe_packing_is_refused(overrides, message, monkeypatch, capsys):
-    import movierec.checks
+    import movierec.train.checks
 
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(movierec.checks, "installed", lambda module: True)
+    monkeypatch.setattr(movierec.train.checks, "installed", lambda module: True)
     args = [x for o in overrides for x in ("--override", o)]
     assert main(["train", "--config", FAST, "--dry-run", "--device", "cuda", *args]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
@@ -258,9 +258,9 @@ def test_dry_run_plan_with_packing(monkeypatch, capsys):
 
 
 def test_projection_counts_every_evaluation():
-    from movierec.config import MovierecArguments
-    from movierec.dryrun import time_estimate
-    from movierec.plan import train_plan as estimate_steps
+    from movierec.train.config import MovierecArguments
+    from movierec.train.dryrun import time_estimate
+    from movierec.train.plan import train_plan as estimate_steps
 
     lf = {"per_device_train_batch_size": 32, "num_train_epochs": 3.0, "warmup_ratio": 0.03, "eval_strategy": "steps",
           "eval_steps": 0.2}

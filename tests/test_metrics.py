@@ -5,7 +5,14 @@ import pytest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
-from movierec.metrics import BLOCK_KEYS, auc, calibration_bins, compute_metrics, ece, uauc
+from movierec.evaluation.metrics import (
+    BLOCK_KEYS,
+    auc,
+    calibration_bins,
+    compute_metrics,
+    ece,
+    uauc,
+)
 
 # Hand fixture: users 1 and 2 have both labels, user 3 only a negative.
 LABELS = [1, 0, 1, 0, 1, 0]

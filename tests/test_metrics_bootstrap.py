@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from movierec.metrics import (
+from movierec.evaluation.metrics import (
     BLOCK_KEYS,
     auc,
     ci95,

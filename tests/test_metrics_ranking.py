@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score
 
-from movierec.metrics import ranking_metrics
+from movierec.evaluation.metrics import ranking_metrics
 
 # List "a": relevant candidates at ranks 2 and 4 of 5. List "b": its one relevant candidate ranks first of 6.
 # List "c": nothing relevant, so it is left out of every mean.

@@ -1,7 +1,7 @@
 import pytest
 
 from movierec.errors import UserError
-from movierec.params import count_parameters, format_counts, load_model_config
+from movierec.models.params import count_parameters, format_counts, load_model_config
 
 TINY = {"model_type": "qwen3", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 512,

@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from movierec.cli import main
-from movierec.report import _seconds, load_run, train_speed
-from movierec.report.quality import metric_cell
-from movierec.report.sections import NA
-from movierec.plan import interval, train_plan
+from movierec.evaluation.report import _seconds, load_run, train_speed
+from movierec.evaluation.report.quality import metric_cell
+from movierec.evaluation.report.sections import NA
+from movierec.train.plan import interval, train_plan
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_fixture"
 RUN = "output/qwen3-movielens-qlora"
@@ -206,8 +206,8 @@ def test_quality_with_intervals_and_ranking(project_with_intervals):
            "| 0.6950 |" in text
     assert "| oracle (true probabilities) | overall | 200 | 0.900 [0.87, 0.93] |" in text
     # the comparison plot draws each model's AUC with its interval
-    from movierec.report import load_run
-    from movierec.report.plots import auc_rows
+    from movierec.evaluation.report import load_run
+    from movierec.evaluation.report.plots import auc_rows
 
     rows = {name: (auc, ci) for name, auc, ci in auc_rows(load_run(project_with_intervals / RUN))}
     auc, ci = rows["LLM fine-tuned (checkpoint-800)"]

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import HANG_GUARD_S, ROOT, run_cli
 
 SCRIPT = str(ROOT / "scripts" / "train_llamafactory.py")

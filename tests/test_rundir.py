@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from movierec.errors import UserError
-from movierec.rundir import RunDir, checkpoint_problems
+from movierec.folders.rundir import RunDir, checkpoint_problems
 
 
 def make_ckpt(out: Path, step: int, broken: str | None = None) -> Path:

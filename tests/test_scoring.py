@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from data_helpers import read_jsonl
 from sklearn.metrics import roc_auc_score
 
 from movierec.cli import main
-from movierec.scoring import YesNoScorer, build_template
-from data_helpers import read_jsonl
+from movierec.evaluation.scoring import YesNoScorer, build_template
 
 IGNORE_INDEX = -100
 
@@ -81,8 +81,8 @@ def test_merged_scoring_equals_plain_4bit_forward(demo_run):
     import torch
     import yaml
 
-    from movierec.datadir import DatasetDir
-    from movierec.scoring import eval_records, load_model_for_scoring
+    from movierec.evaluation.scoring import eval_records, load_model_for_scoring
+    from movierec.folders.datadir import DatasetDir
 
     lf_args = yaml.safe_load((demo_run / "llamafactory_train.yaml").read_text())
     records = eval_records(lf_args, DatasetDir(lf_args["dataset_dir"]))[:16]
@@ -114,7 +114,7 @@ def test_evaluate_bad_inputs(tmp_path, capsys):
 def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run, tmp_path):
     import shutil
 
-    from movierec.datadir import DatasetDir
+    from movierec.folders.datadir import DatasetDir
 
     run = tmp_path / "run"
     shutil.copytree(demo_run, run)  # a copy: this test's evaluations must not change the shared run

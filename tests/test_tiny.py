@@ -41,7 +41,7 @@ def test_tiny_model_is_adaptable(tiny_model):
     within about +-1.3), and pre-training that made prompt text predictable."""
     import torch
 
-    from movierec.tiny import INSTRUCTION, QWEN_SYSTEM, _corpus
+    from movierec.models.tiny import INSTRUCTION, QWEN_SYSTEM, _corpus
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)

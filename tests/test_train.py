@@ -4,9 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import ROOT, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 SCRIPT = str(ROOT / "scripts" / "train_llamafactory.py")
 
@@ -183,7 +182,7 @@ def test_every_tracker_hears_the_scores_with_the_evaluations_step(tiny_model, pr
     import yaml
     from transformers import TrainerCallback
 
-    from movierec.worker import run
+    from movierec.train.worker import run
 
     class Recorder(TrainerCallback):
         def __init__(self):

@@ -12,19 +12,19 @@ import os
 import sys
 
 from movierec.errors import UserError
-from movierec.tiny import PRETRAIN_STEPS
+from movierec.models.tiny import PRETRAIN_STEPS
 
 # command -> "module:function"; each function takes the parsed argparse.Namespace.
 COMMANDS = {
-    "train": "movierec.train:main",
-    "make-tiny-model": "movierec.tiny:main",
+    "train": "movierec.train.launch:main",
+    "make-tiny-model": "movierec.models.tiny:main",
     "synth": "movierec.data.synth:main",
     "prepare": "movierec.data.prepare:main",
-    "evaluate": "movierec.evaluate:main",
-    "baselines": "movierec.baselines:main",
-    "report": "movierec.report:main",
-    "recommend": "movierec.recommend:main",
-    "export": "movierec.export:main",
+    "evaluate": "movierec.evaluation.evaluate:main",
+    "baselines": "movierec.evaluation.baselines:main",
+    "report": "movierec.evaluation.report:main",
+    "recommend": "movierec.evaluation.recommend:main",
+    "export": "movierec.models.export:main",
     "bench": "movierec.bench:main",
     "demo": "movierec.demo:main",
 }
@@ -68,7 +68,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--node-rank", type=int, default=0)
     g.add_argument("--master-addr", default="127.0.0.1")
     g.add_argument("--master-port", type=int, default=29500)
-    g.add_argument("--deepspeed", metavar="z2|z3|PATH", help="DeepSpeed ZeRO config (configs/deepspeed/)")
+    g.add_argument("--deepspeed", metavar="z2|z3|PATH", help="DeepSpeed ZeRO config (movierec/resources/deepspeed/)")
 
 
 def build_parser() -> argparse.ArgumentParser:

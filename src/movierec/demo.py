@@ -44,8 +44,8 @@ def main(args) -> int:
 def summary(run: Path, data: Path) -> str:
     """Did the model learn? Training loss first -> last, then every model on the same eval examples and
     ranking lists: AUC with its 95% interval, UAUC, HR@10, NDCG@10."""
-    from movierec.datadir import DatasetDir
-    from movierec.rundir import RunDir
+    from movierec.folders.datadir import DatasetDir
+    from movierec.folders.rundir import RunDir
 
     log = RunDir(run).read_jsonl(RunDir.TRAINER_LOG)
     losses = [line["loss"] for line in log if "loss" in line]

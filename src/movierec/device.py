@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from movierec.errors import UserError
 
 if TYPE_CHECKING:
-    from movierec.config import RunConfig
+    from movierec.train.config import RunConfig
 
 
 def resolve_device(choice: str) -> str:

@@ -1,14 +1,14 @@
 """`movierec bench`: training, evaluation and scoring throughput of a config, on a random model.
 
 No weights and no prepared data are needed. The model is the config's architecture
-(configs/models/<name>.json for a hub id, config.json for a local folder) with random weights,
-saved with the tiny tokenizer (movierec.tiny); its embeddings keep the architecture's vocabulary
+(movierec/resources/models/<name>.json for a hub id, config.json for a local folder) with random weights,
+saved with the tiny tokenizer (movierec.models.tiny); its embeddings keep the architecture's vocabulary
 size, the generated token ids stay below the tokenizer's. The examples are pre-tokenized
-(LLaMA-Factory's `tokenized_path`) with lengths drawn like the prepared data's (movierec.lengths);
+(LLaMA-Factory's `tokenized_path`) with lengths drawn like the prepared data's (movierec.bench.lengths);
 with `neat_packing` they are packed by LLaMA-Factory's own packed processor first.
 
 Training runs N optimizer steps through the same path as `movierec train` (validated config,
-movierec.worker and its callbacks), then LLaMA-Factory's evaluation (loss over generated eval
+movierec.train.worker and its callbacks), then LLaMA-Factory's evaluation (loss over generated eval
 examples at the config's eval batch size) and, where the config evaluates with AUC, movierec's
 AUC callback over generated prompts: the same calls an evaluation makes during training. The
 training rate skips the first WARMUP_FRACTION of the steps (at least one); on a GPU a step's time
@@ -63,10 +63,7 @@ from movierec.bench.inputs import (  # noqa: F401
     pack_examples,
     random_model,
 )
-from movierec.config import arg, lora_alpha
-from movierec.datadir import DatasetDir
-from movierec.errors import UserError
-from movierec.lengths import (  # noqa: F401
+from movierec.bench.lengths import (  # noqa: F401
     ANSWER_TOKENS,
     CHARS_PER_TOKEN,
     SHARED_PREFIX_TOKENS,
@@ -74,6 +71,9 @@ from movierec.lengths import (  # noqa: F401
     example_lengths,
     prompt_token_stats,
 )
+from movierec.errors import UserError
+from movierec.folders.datadir import DatasetDir
+from movierec.train.config import arg, lora_alpha
 
 WARMUP_FRACTION = 0.2
 
@@ -154,9 +154,9 @@ def _stdout_to_stderr():
 
 def _setup(config: str | Path, overrides: list[str] | None, device: str):
     """Validated (lf, mr, device, data counts, data folder) of a config; bench generates its own examples."""
-    from movierec.config import load_config, validate
     from movierec.device import apply_device, resolve_device
-    from movierec.plan import data_counts
+    from movierec.train.config import load_config, validate
+    from movierec.train.plan import data_counts
 
     cfg = load_config(config, overrides)
     device = resolve_device(device)
@@ -186,11 +186,11 @@ def _n_bench_eval(batch: int) -> int:
 def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int = 10, device: str = "auto",
               model_cache: str | Path | None = None) -> dict[str, Any]:
     """Train `steps` steps of `config` on a random model, evaluate once, and return the figures."""
-    from movierec.config import render_llamafactory_args
-    from movierec.dryrun import time_estimate
-    from movierec.params import count_for_config, load_model_config
-    from movierec.plan import train_plan
-    from movierec.rundir import RunDir
+    from movierec.folders.rundir import RunDir
+    from movierec.models.params import count_for_config, load_model_config
+    from movierec.train.config import render_llamafactory_args
+    from movierec.train.dryrun import time_estimate
+    from movierec.train.plan import train_plan
 
     if steps < 2:
         raise UserError("--steps: at least 2 (the first step is warm-up and not timed)")
@@ -205,8 +205,8 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
 
     from datasets import Dataset, DatasetDict
 
-    from movierec.callbacks import ScoreCallback
-    from movierec.worker import run
+    from movierec.train.callbacks import ScoreCallback
+    from movierec.train.worker import run
 
     with tempfile.TemporaryDirectory(prefix="movierec-bench-") as tmp:
         work = Path(tmp)
@@ -313,7 +313,7 @@ def _make_adapter(model_dir: Path, lf: dict[str, Any], out: Path) -> Path:
 def run_scoring_bench(config: str | Path, overrides: list[str] | None = None, examples: int = 4450,
                       device: str = "auto", model_cache: str | Path | None = None) -> dict[str, Any]:
     """Seconds movierec's scorer takes for `examples` eval prompts, loaded and merged as `evaluate` does."""
-    from movierec.scoring import YesNoScorer, load_model_for_scoring
+    from movierec.evaluation.scoring import YesNoScorer, load_model_for_scoring
 
     if examples < 1:
         raise UserError("--examples: at least 1")
@@ -362,7 +362,7 @@ def main(args) -> int:
         result = run_bench(args.config, args.override, args.steps, args.device, args.model_cache)
     text = json.dumps(result, indent=2)
     if args.json_out:
-        from movierec.io import atomic_write_text
+        from movierec.folders.io import atomic_write_text
 
         atomic_write_text(Path(args.json_out), text + "\n")
     print(text)

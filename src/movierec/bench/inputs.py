@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from movierec.bench.lengths import ANSWER_TOKENS, SHARED_PREFIX_TOKENS, example_lengths
 from movierec.errors import UserError
-from movierec.lengths import ANSWER_TOKENS, SHARED_PREFIX_TOKENS, example_lengths
 
 IGNORE_INDEX = -100
 
@@ -81,8 +81,8 @@ def build_random_model(model_name_or_path: str, out_dir: Path) -> tuple[int, Any
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from movierec.params import load_model_config
-    from movierec.tiny import build_tokenizer
+    from movierec.models.params import load_model_config
+    from movierec.models.tiny import build_tokenizer
 
     cfg = load_model_config(model_name_or_path)
     if "model_type" not in cfg:
@@ -113,7 +113,7 @@ def random_model(model_name_or_path: str, cache: Path | None, work: Path) -> tup
     architecture under `cache` (reused by later benches), else in `work`."""
     from transformers import AutoTokenizer
 
-    from movierec.params import load_model_config
+    from movierec.models.params import load_model_config
 
     folder = (cache / f"random-{_arch_key(load_model_config(model_name_or_path))}") if cache else work / "model"
     if (folder / "bench_model.json").is_file():

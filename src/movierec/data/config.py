@@ -1,6 +1,6 @@
 """The data config: a small dataclass read from YAML + `--override KEY=VALUE`, typos rejected.
 
-It goes through the experiment config's engine (`movierec.config.parse_fields`): every problem
+It goes through the experiment config's engine (`movierec.train.config.parse_fields`): every problem
 (unknown key with a "did you mean", wrong type, value out of range) is collected and raised at once
 as `key: problem` lines.
 """
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from movierec.config import load_yaml, parse_fields, parse_overrides
 from movierec.errors import UserError
+from movierec.resources import shipped
+from movierec.train.config import load_yaml, parse_fields, parse_overrides
 
 ML25M_URL = "https://files.grouplens.org/datasets/movielens/ml-25m.zip"
 ML25M_MD5 = "6b51fb2759a8657d3bfcbfc42b592ada"
@@ -79,8 +80,7 @@ def load_data_config(path: str | Path, overrides: Sequence[str] = (), **cli: Any
 
 def shipped_data_configs() -> list[tuple[Path, dict[str, Any]]]:
     """The data configs movierec ships (configs/data/*.yaml), read as plain mappings."""
-    root = Path(__file__).resolve().parents[3] / "configs" / "data"
-    return [(path, load_yaml(path)) for path in sorted(root.glob("*.yaml"))]
+    return [(path, load_yaml(path)) for path in sorted(shipped("configs", "data").glob("*.yaml"))]
 
 
 def _check_values(c: DataConfig) -> list[str]:

@@ -26,12 +26,20 @@ import pyarrow.parquet as pq
 from movierec.data import layouts, synth
 from movierec.data.config import DataConfig, load_data_config
 from movierec.data.download import download
-from movierec.data.movielens import GENRES, MOVIE, RATING, TIMESTAMP, TITLE, USER, MovieLens
+from movierec.data.movielens import (
+    GENRES,
+    MOVIE,
+    RATING,
+    TIMESTAMP,
+    TITLE,
+    USER,
+    MovieLens,
+)
 from movierec.data.prompts import NO, YES, render_inputs
 from movierec.data.ranking import ranking_lines
 from movierec.data.split import Examples, split
-from movierec.datadir import DatasetDir
 from movierec.errors import UserError
+from movierec.folders.datadir import DatasetDir
 
 # bump when the output format changes, so old outputs count as stale (3: manifest files hold size + sha256;
 # titles' line breaks become spaces)
@@ -99,7 +107,7 @@ def truth_file(source: Path) -> Path | None:
 def oracle(truth: Path, users: np.ndarray, movies: np.ndarray, labels: np.ndarray, warm: np.ndarray,
            like_threshold: float) -> dict[str, Any]:
     """Metrics of the generator's true like-probabilities on the eval examples: the known ceiling."""
-    from movierec.metrics import compute_metrics
+    from movierec.evaluation.metrics import compute_metrics
 
     t = pq.read_table(truth)
     noise = t.schema.metadata.get(b"noise_sd") if t.schema.metadata else None

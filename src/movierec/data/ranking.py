@@ -18,7 +18,15 @@ import json
 import numpy as np
 
 from movierec.data.config import DataConfig
-from movierec.data.movielens import GENRES, MOVIE, RATING, TIMESTAMP, TITLE, USER, MovieLens
+from movierec.data.movielens import (
+    GENRES,
+    MOVIE,
+    RATING,
+    TIMESTAMP,
+    TITLE,
+    USER,
+    MovieLens,
+)
 from movierec.data.prompts import render_input
 
 

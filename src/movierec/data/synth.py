@@ -29,7 +29,7 @@ from movierec.data.movielens import (
     USER,
 )
 from movierec.errors import UserError
-from movierec.io import atomic_write_bytes
+from movierec.folders.io import atomic_write_bytes
 
 ML25M_SIZES = (162_541, 62_423, 25_000_095)  # users, movies, ratings
 FIRST_TS, LAST_TS = 789_652_009, 1_574_327_703  # first and last ML-25M timestamps (1995-01-09, 2019-11-21)

@@ -1,0 +1,241 @@
+"""Yes/No scoring shared by `evaluate`, the training callback and `recommend`.
+
+P(Yes) = softmax over the "Yes" and "No" logits at the first answer position, from one forward
+pass per batch: prompts are tokenised exactly as LLaMA-Factory's supervised preprocessing
+tokenises them for training (same template, same truncation), batches are length-sorted and
+left-padded with explicit position ids, and only the last position's logits are computed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from movierec.errors import UserError
+from movierec.folders.datadir import DatasetDir
+from movierec.train.config import arg
+
+
+def build_template(tokenizer, template: str, cutoff_len: int = 2048):
+    """LLaMA-Factory's template object (also fixes the tokenizer's eos/pad as training did)."""
+    from llamafactory.data import get_template_and_fix_tokenizer
+    from llamafactory.hparams import DataArguments
+
+    return get_template_and_fix_tokenizer(tokenizer, DataArguments(template=template, cutoff_len=cutoff_len))
+
+
+class YesNoScorer:
+    """Scores alpaca records (instruction/input) with a causal LM: returns P(Yes) per record."""
+
+    def __init__(self, model, tokenizer, template, cutoff_len: int = 2048, batch_size: int = 32):
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.cutoff_len, self.batch_size = cutoff_len, batch_size
+        self.yes_id = self._answer_token("Yes")
+        self.no_id = self._answer_token("No")
+
+    def _answer_token(self, answer: str) -> int:
+        messages = [{"role": "user", "content": "?"}, {"role": "assistant", "content": answer}]
+        _, answer_ids = self.template.encode_multiturn(self.tokenizer, messages)[0]
+        return answer_ids[0]
+
+    def encode(self, record: dict[str, Any]) -> list[int]:
+        """Prompt token ids exactly as LLaMA-Factory's supervised preprocessing builds them."""
+        from llamafactory.data.data_utils import Role
+        from llamafactory.data.processor.processor_utils import infer_seqlen
+
+        content = "\n".join(x for x in (record.get("instruction"), record.get("input")) if x)
+        messages = [{"role": Role.USER.value, "content": content},
+                    {"role": Role.ASSISTANT.value, "content": record.get("output") or "Yes"}]
+        source_ids, target_ids = self.template.encode_multiturn(self.tokenizer, messages, record.get("system"))[0]
+        source_len, _ = infer_seqlen(len(source_ids), len(target_ids), self.cutoff_len)
+        return source_ids[:source_len]
+
+    def encode_many(self, records: list[dict[str, Any]]) -> list[list[int]]:
+        """`encode` for many records, with one batched tokenizer call instead of three per record.
+
+        The template runs twice over a stand-in tokenizer: first to collect every text it would
+        tokenize, then to hand back the ids of one batched call; ids are identical to `encode`'s.
+        """
+        real = self.tokenizer
+        texts: dict[str, list[int] | None] = {}
+        collecting = _RecordingTokenizer(real, texts)
+        self.tokenizer = collecting
+        try:
+            for record in records:
+                self.encode(record)
+            keys = list(texts)
+            for key, ids in zip(keys, real(keys, add_special_tokens=False)["input_ids"] if keys else []):
+                texts[key] = ids
+            collecting.replay = True
+            return [self.encode(record) for record in records]
+        finally:
+            self.tokenizer = real
+
+    def score_ids(self, prompts: list[list[int]], progress: bool = False) -> np.ndarray:
+        """P(Yes) per prompt. The prompts' common prefix (system prompt, instruction, headings) is
+        run once and its KV cache reused by every batch; batches are length-sorted and left-padded."""
+        import torch
+        from tqdm.auto import tqdm
+
+        prefix_len = _common_prefix_len(prompts)
+        order = np.argsort([len(p) for p in prompts], kind="stable")[::-1]  # longest first: OOM early
+        out = np.empty(len(prompts), dtype=np.float64)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        try:
+            with torch.inference_mode():
+                prefix_cache = None
+                if prefix_len:
+                    prefix = torch.tensor([prompts[0][:prefix_len]], device=device)
+                    prefix_cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+                for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+                    suffixes = [prompts[i][prefix_len:] for i in idx]
+                    width = max(len(x) for x in suffixes)
+                    ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                    mask = torch.zeros((len(idx), prefix_len + width), dtype=torch.long)
+                    mask[:, :prefix_len] = 1
+                    for row, suffix in enumerate(suffixes):  # left padding: the last position is the answer's
+                        ids[row, width - len(suffix):] = torch.tensor(suffix)
+                        mask[row, prefix_len + width - len(suffix):] = 1
+                    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_len:]  # as without padding
+                    cache = None
+                    if prefix_cache is not None:
+                        cache = copy.deepcopy(prefix_cache)
+                        cache.batch_repeat_interleave(len(idx))
+                    logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                        position_ids=positions.to(device), past_key_values=cache,
+                                        use_cache=cache is not None, logits_to_keep=1).logits[:, -1, :]
+                    pair = logits[:, [self.yes_id, self.no_id]].float()
+                    out[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def score(self, records: Iterable[dict[str, Any]], progress: bool = False) -> np.ndarray:
+        return self.score_ids(self.encode_many(list(records)), progress=progress)
+
+
+class _RecordingTokenizer:
+    """Stands in for a tokenizer inside LLaMA-Factory's template: records, then replays, `encode`."""
+
+    def __init__(self, tokenizer, texts: dict[str, list[int] | None]):
+        self._tokenizer, self._texts, self.replay = tokenizer, texts, False
+
+    def encode(self, text: str, add_special_tokens: bool = True, **kwargs) -> list[int]:
+        if add_special_tokens or kwargs:
+            return self._tokenizer.encode(text, add_special_tokens=add_special_tokens, **kwargs)
+        if self.replay:
+            return list(self._texts[text])
+        self._texts.setdefault(text, None)
+        return []
+
+    def __getattr__(self, name: str):
+        return getattr(self._tokenizer, name)
+
+
+def _common_prefix_len(prompts: list[list[int]], minimum: int = 8) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own (0 if short)."""
+    if len(prompts) < 2:
+        return 0
+    first = np.array(prompts[0])
+    n = min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        diff = np.flatnonzero(first[:n] != np.array(p[:n]))
+        n = int(diff[0]) if diff.size else n
+    return n if n >= minimum else 0
+
+
+def merge_for_scoring(model) -> int:
+    """Fold each LoRA layer and its 4-bit base into one plain Linear, for inference only.
+
+    The base weight is dequantized exactly as every 4-bit forward dequantizes it (to the compute
+    dtype), then W + scaling * B @ A is stored, as LLaMA-Factory's export merges adapters. Scores
+    equal the unmerged model's up to float rounding (~1e-7); scoring stops paying for
+    dequantization and the separate adapter matmuls on every batch. Returns the layers merged.
+    """
+    import torch
+    from bitsandbytes.functional import dequantize_4bit
+    from bitsandbytes.nn import Linear4bit
+
+    merged = 0
+    for name, module in list(model.named_modules()):
+        base = getattr(module, "base_layer", None)
+        if base is None or not hasattr(module, "lora_A") or getattr(module, "use_dora", {}).get("default"):
+            continue
+        if isinstance(base, Linear4bit):
+            dtype = base.compute_dtype or torch.float32
+            weight = dequantize_4bit(base.weight.data, base.weight.quant_state).to(dtype)
+        elif isinstance(base, torch.nn.Linear):
+            weight, dtype = base.weight.data, base.weight.dtype
+        else:
+            continue
+        weight = weight.float()
+        for adapter in module.active_adapters:
+            if adapter in module.lora_A:
+                delta = module.lora_B[adapter].weight.float() @ module.lora_A[adapter].weight.float()
+                weight = weight + module.scaling[adapter] * delta
+        linear = torch.nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                                 device=weight.device, dtype=dtype)
+        linear.weight.data = weight.to(dtype)
+        if base.bias is not None:
+            linear.bias.data = base.bias.data.to(dtype)
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, linear)
+        merged += 1
+    return merged
+
+
+def subsample(records: list[dict[str, Any]], n: int | None, seed: int = 0) -> list[dict[str, Any]]:
+    """A deterministic subsample (same records at every evaluation of a run)."""
+    if not n or n >= len(records):
+        return records
+    keep = np.sort(np.random.default_rng(seed).choice(len(records), size=n, replace=False))
+    return [records[i] for i in keep]
+
+
+def eval_records(lf_args: dict[str, Any], data: DatasetDir) -> list[dict[str, Any]]:
+    """The records of the config's eval_dataset (the first one if several), checked against the manifest."""
+    if not lf_args.get("eval_dataset"):
+        raise UserError("the run has no eval_dataset to score")
+    path = data.dataset_file(str(lf_args["eval_dataset"]).split(",")[0].strip())
+    if data.is_prepared() and path.name in (data.manifest().get("files") or {}):
+        data.verify([path.name])
+    return data.read_jsonl(path)
+
+
+# ---------------------------------------------------------------- loading a trained run
+
+
+def load_model_for_scoring(lf_args: dict[str, Any], adapter: Path | None, device: str, merge: bool = True):
+    """Base model + adapter loaded through LLaMA-Factory, quantized as in training.
+
+    merge=True folds adapter and dequantized base into plain layers (see merge_for_scoring).
+    """
+    from llamafactory.hparams import get_infer_args
+    from llamafactory.model import load_model, load_tokenizer
+
+    from movierec.device import keep_fp32_on_cpu
+
+    keys = ("model_name_or_path", "template", "cutoff_len", "quantization_bit", "quantization_method",
+            "quantization_type", "double_quantization", "flash_attn", "trust_remote_code", "cache_dir",
+            "model_revision", "enable_thinking")
+    args = {k: lf_args[k] for k in keys if lf_args.get(k) is not None}
+    args["finetuning_type"] = "lora"
+    if adapter is not None:
+        args["adapter_name_or_path"] = str(adapter)
+    if device == "cpu":
+        args["infer_dtype"] = "float32"
+    model_args, data_args, finetuning_args, _ = get_infer_args(args)
+    tokenizer = load_tokenizer(model_args)["tokenizer"]
+    template = build_template(tokenizer, arg(lf_args, "template"), int(arg(lf_args, "cutoff_len")))
+    model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
+    keep_fp32_on_cpu(model)  # score with the same fp32 kernels training used
+    if merge:
+        merge_for_scoring(model)
+    return model, tokenizer, template

@@ -1,0 +1,409 @@
+"""The run folder (a training run's output_dir): every file of a run is named, read and written here.
+
+A run folder holds what `movierec train` wrote (the run record, the exact LLaMA-Factory arguments, a
+lock while a process owns it, train.log), what LLaMA-Factory and transformers wrote (checkpoints,
+trainer_log.jsonl, TensorBoard events, results files, the final adapter) and what the later stages
+wrote (metrics.json, predictions.jsonl, report.md, plots/). Paths in the run record are absolute,
+with the data and model folders also relative to the run, so the folder works from any directory
+and after moving it together with its data.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from movierec.errors import UserError
+from movierec.folders.datadir import DatasetDir
+from movierec.folders.io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from movierec.train.config import MovierecArguments
+    from movierec.train.plan import TrainPlan
+
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+# What a run writes into its folder (movierec, LLaMA-Factory, transformers, peft, TensorBoard):
+# `--overwrite` deletes a folder only when it holds nothing else.
+RUN_PATTERNS = (
+    "resolved_config.yaml", "resolved_config.before-*.yaml", "llamafactory_train.yaml", "train.log", ".movierec.lock",
+    "trainer_log.jsonl", "step_times.jsonl", "run_summary.json", "metrics.json", "predictions.jsonl", "report.md",
+    "plots", "runs", "checkpoint-*", "trainer_state.json", "all_results.json", "train_results.json",
+    "eval_results.json", "training_args.bin", "training_*.png", "README.md", "adapter_model.safetensors",
+    "adapter_model.bin", "adapter_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model",
+    "generation_config.json", "ranking*", ".*.tmp",
+)
+
+
+def expand(path: str | os.PathLike) -> Path:
+    """`~` and environment variables expanded, made absolute: the one rule for every user path."""
+    return Path(os.path.abspath(os.path.expandvars(os.path.expanduser(str(path)))))
+
+
+class RunDir:
+    RESOLVED = "resolved_config.yaml"
+    LF_ARGS = "llamafactory_train.yaml"
+    LOCK = ".movierec.lock"
+    TRAIN_LOG = "train.log"
+    TRAINER_LOG = "trainer_log.jsonl"
+    STEP_TIMES = "step_times.jsonl"
+    SUMMARY = "run_summary.json"
+    METRICS = "metrics.json"
+    PREDICTIONS = "predictions.jsonl"
+    REPORT = "report.md"
+    PLOTS = "plots"
+    RUNS = "runs"
+    TRAINER_STATE = "trainer_state.json"
+    TRAIN_RESULTS = "train_results.json"
+    EVAL_RESULTS = "eval_results.json"
+    ALL_RESULTS = "all_results.json"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = expand(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # ------------------------------------------------------------ the run record
+
+    def is_run(self) -> bool:
+        """True when this folder's run record names this very folder: movierec wrote it."""
+        try:
+            record = self.resolved()
+        except UserError:
+            return False
+        named = (record.get("paths") or {}).get("output_dir") or (record.get("config") or {}).get("output_dir")
+        return bool(named) and expand(named) == self.path
+
+    def require(self) -> RunDir:
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--run: {self.path} is a file, not a run folder")
+        if not self.path.is_dir():
+            raise UserError(f"run folder not found: {self.path}")
+        if not self.file(self.LF_ARGS).is_file() or not self.file(self.RESOLVED).is_file():
+            raise UserError(f"{self.path} is not a movierec run (no {self.RESOLVED} / {self.LF_ARGS})")
+        return self
+
+    def _yaml(self, name: str) -> dict[str, Any]:
+        path = self.file(name)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{path} not found") from None
+        except (OSError, yaml.YAMLError) as e:
+            raise UserError(f"{path}: not readable YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path}: expected a mapping")
+        return data
+
+    def resolved(self) -> dict[str, Any]:
+        return self._yaml(self.RESOLVED)
+
+    def lf_args(self) -> dict[str, Any]:
+        return self._yaml(self.LF_ARGS)
+
+    def mr_args(self) -> MovierecArguments:
+        from movierec.train.config import MovierecArguments
+
+        return MovierecArguments.from_record(self.resolved().get("movierec"))
+
+    def plan(self) -> TrainPlan | None:
+        """The recorded step plan (None: the record of a dry run before `prepare`, or of an older version)."""
+        from movierec.train.plan import TrainPlan
+
+        return TrainPlan.from_dict(self.resolved().get("plan"))
+
+    def write_record(self, record: dict[str, Any], lf_args: dict[str, Any]) -> None:
+        atomic_write_text(self.file(self.RESOLVED), yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
+        atomic_write_text(self.file(self.LF_ARGS), yaml.safe_dump(lf_args, sort_keys=False, allow_unicode=True))
+
+    def keep_previous_record(self, resume_from: Path) -> Path | None:
+        """A resume keeps the record of what produced the earlier segment; returns where it went."""
+        previous = self.file(self.RESOLVED)
+        if not previous.is_file():
+            return None
+        kept = self.file(f"resolved_config.before-{resume_from.name}.yaml")
+        previous.replace(kept)
+        return kept
+
+    def _located(self, key: str, what: str, hint: str) -> Path:
+        """A recorded folder: as recorded, else relative to where this run folder is now (moved together)."""
+        paths = self.resolved().get("paths") or {}
+        recorded = paths.get(key)
+        if not recorded:
+            raise UserError(f"{self.file(self.RESOLVED)}: no paths.{key} (recorded by an older movierec?); {hint}")
+        if Path(recorded).exists():
+            return Path(recorded)
+        relative = paths.get(f"{key}_from_run")
+        if relative and (self.path / relative).exists():
+            return (self.path / relative).resolve()
+        raise UserError(f"{what} of this run not found at {recorded}"
+                        + (f" nor at {self.path / relative}" if relative else "") + f"; {hint}")
+
+    def dataset(self, override: str | os.PathLike | None = None) -> DatasetDir:
+        """The run's prepared-data folder (or `override`, e.g. --data), checked against its manifest."""
+        if override is not None:
+            return DatasetDir(override).require()
+        return DatasetDir(self._located("dataset_dir", "the data folder", "pass --data DIR")).require()
+
+    def model_path(self) -> str:
+        """model_name_or_path: a hub id as recorded, a local folder located like the data folder."""
+        paths = self.resolved().get("paths") or {}
+        if not paths.get("model_is_local"):
+            return self.lf_args()["model_name_or_path"]
+        return str(self._located("model", "the base model folder",
+                                 f"put it back, or set paths.model in {self.file(self.RESOLVED)} to where it is now"))
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoints(self) -> list[Path]:
+        """`checkpoint-N` folders sorted by N (numerically, not as text)."""
+        if not self.path.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.path.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def scorable(self) -> list[Path]:
+        """Checkpoints whose adapter opens (enough to score with)."""
+        return [c for c in self.checkpoints() if not checkpoint_problems(c, resumable=False)]
+
+    @classmethod
+    def trainer_state(cls, ckpt: Path) -> dict[str, Any]:
+        """A checkpoint's trainer_state.json ({} when missing or unreadable)."""
+        try:
+            state = json.loads((ckpt / cls.TRAINER_STATE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def best_checkpoint(self) -> Path | None:
+        """The best checkpoint the trainer recorded (metric_for_best_model), if it still exists."""
+        for ckpt in self.checkpoints()[::-1]:
+            best = self.trainer_state(ckpt).get("best_model_checkpoint")
+            if best:
+                path = self.path / Path(best).name
+                return path if path.is_dir() else None
+        return None
+
+    def select(self, which: str, others: tuple[str, ...] = ()) -> list[Path]:
+        """latest | best | all | checkpoint-N -> checkpoint folders whose adapter opens (`others`: more names
+        the calling command accepts and handles itself, for the error line)."""
+        ckpts = self.scorable()
+        if which not in ("latest", "best", "all") and not _CKPT.match(Path(which).name):
+            names = ", ".join(("latest", "best", "all", *others))
+            raise UserError(f"--checkpoint {which}: expected {names} or checkpoint-N")
+        if not ckpts:
+            raise UserError(f"no complete checkpoint in {self.path}")
+        if which == "latest":
+            return [ckpts[-1]]
+        if which == "all":
+            return ckpts
+        if which == "best":
+            best = self.best_checkpoint()
+            if best is None or best not in ckpts:
+                raise UserError(f"{self.path}: no best checkpoint recorded (set metric_for_best_model); use latest")
+            return [best]
+        named = self.path / Path(which).name
+        if named not in ckpts:
+            problems = checkpoint_problems(named, resumable=False) if named.is_dir() else ["not found"]
+            raise UserError(f"--checkpoint {which}: {'; '.join(problems)} (usable: {', '.join(c.name for c in ckpts)})")
+        return [named]
+
+    def resume_point(self, resume: str | None, warn=print) -> Path | None:
+        """The checkpoint to resume from: `auto` (latest resumable), `checkpoint-N`, or a path.
+
+        A checkpoint counts only when its files open; auto skips an incomplete one with a warning,
+        a named one is refused with the reason.
+        """
+        if resume is None:
+            return None
+        if resume == "auto":
+            for ckpt in self.checkpoints()[::-1]:
+                problems = checkpoint_problems(ckpt)
+                if not problems:
+                    return ckpt
+                warn(f"warning: skipping incomplete {ckpt.name} ({'; '.join(problems)})")
+            raise UserError(f"--resume: no complete checkpoint in {self.path}")
+        path = expand(resume)
+        if not path.exists() and (self.path / resume).exists():
+            path = self.path / resume
+        if not path.is_dir():
+            raise UserError(f"--resume: checkpoint not found: {resume}")
+        problems = checkpoint_problems(path)
+        if problems:
+            raise UserError(f"--resume: {path} is incomplete ({'; '.join(problems)})")
+        return path
+
+    # ------------------------------------------------------------ logs
+
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        """Lines of a log; [] when missing. A torn last line (a crash mid-write) is skipped."""
+        path = self.file(name)
+        if not path.is_file():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        out = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                if i != len(lines) - 1:
+                    raise UserError(f"{path}:{i + 1}: not valid JSON") from None
+        return out
+
+    def truncate_logs(self, step: int) -> None:
+        """Before resuming at `step`: drop log lines of later steps, which the resumed run replays."""
+        for name, key in ((self.TRAINER_LOG, "current_steps"), (self.STEP_TIMES, "step")):
+            if self.file(name).is_file():
+                kept = [line for line in self.read_jsonl(name) if int(line.get(key, 0)) <= step]
+                atomic_write_text(self.file(name), "".join(json.dumps(line) + "\n" for line in kept))
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.file(name), obj)
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.file(name), text)
+
+    # ------------------------------------------------------------ ownership
+
+    def foreign_files(self) -> list[str]:
+        """Entries of this folder that no run writes (what `--overwrite` must never delete)."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p.name for p in self.path.iterdir()
+                      if not any(fnmatch.fnmatch(p.name, pat) for pat in RUN_PATTERNS))
+
+    def clear(self, keep: tuple[str, ...] = (LOCK,)) -> None:
+        """Delete a previous run's files, after checking that is all the folder holds."""
+        foreign = self.foreign_files()
+        if not self.is_run() or foreign:
+            found = ", ".join(foreign[:5]) if foreign else f"no {self.RESOLVED} naming this folder"
+            raise UserError(f"--overwrite: {self.path} is not a movierec run folder ({found}); nothing was "
+                            "deleted: delete it yourself or pick another output_dir")
+        for entry in self.path.iterdir():
+            if entry.name in keep:
+                continue
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+    @contextmanager
+    def lock(self, command: str, warn=print) -> Iterator[None]:
+        """Hold the folder for this process: a second training process into it stops, naming the owner.
+
+        The lock file records PID, host and start time; one left by a dead process on this host is
+        reclaimed with a warning. Creates the folder if needed.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.file(self.LOCK)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        while True:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _read_lock(path)
+                if owner.get("host") == me["host"] and not pid_alive(owner.get("pid")):
+                    warn(f"warning: {path} was left by PID {owner.get('pid')}, which is gone; taking it over")
+                    path.unlink(missing_ok=True)
+                    continue
+                raise UserError(f"{self.path} is in use by PID {owner.get('pid', '?')} on {owner.get('host', '?')} "
+                                f"since {owner.get('since', '?')} ({owner.get('command', '?')}); wait for it to end "
+                                f"(if that process is gone, delete {path})") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(me))
+            break
+        try:
+            yield
+        finally:
+            if _read_lock(path).get("pid") == me["pid"]:
+                path.unlink(missing_ok=True)
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this id runs on this machine."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def checkpoint_problems(ckpt: Path, resumable: bool = True) -> list[str]:
+    """Why a checkpoint cannot be scored (resumable=False) or resumed from; [] when its files open.
+
+    Opening means: the safetensors header parses and the file holds every byte it announces, JSON
+    files parse, and optimizer, scheduler and RNG state load with torch.
+    """
+    problems = []
+    adapter = ckpt / "adapter_model.safetensors"
+    if adapter.is_file():
+        problems += _safetensors_problems(adapter)
+    elif not (ckpt / "adapter_model.bin").is_file():
+        problems.append("missing adapter_model.safetensors")
+    for name in ("adapter_config.json", *(("trainer_state.json",) if resumable else ())):
+        path = ckpt / name
+        if not path.is_file():
+            problems.append(f"missing {name}")
+            continue
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            problems.append(f"{name} is not valid JSON")
+    if resumable:
+        import torch
+
+        rng = sorted(ckpt.glob("rng_state*.pth"))
+        for path in [ckpt / "optimizer.pt", ckpt / "scheduler.pt", *rng]:
+            if not path.is_file():
+                problems.append(f"missing {path.name}")
+                continue
+            try:  # the checkpoint's own files, written by the trainer: RNG state holds numpy objects
+                torch.load(path, map_location="cpu", weights_only=not path.name.startswith("rng_state"))
+            except Exception as e:  # noqa: BLE001 - any failure to load means the file is unusable
+                problems.append(f"{path.name} does not load ({type(e).__name__})")
+        if not rng:
+            problems.append("missing rng_state.pth")
+    return problems
+
+
+def _safetensors_problems(path: Path) -> list[str]:
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n > size - 8:
+                return [f"{path.name} is truncated"]
+            header = json.loads(f.read(n))
+    except (OSError, ValueError):
+        return [f"{path.name} has no readable header"]
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        return [f"{path.name} is truncated ({size:,} of {8 + n + end:,} bytes)"]
+    return []

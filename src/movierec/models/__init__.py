@@ -1,0 +1,1 @@
+"""Models: the offline tiny Qwen3, per-architecture parameter counts, export of a merged model."""

@@ -1,0 +1,262 @@
+"""`movierec train`: validate, render LLaMA-Factory arguments, own the run folder, launch, resume.
+
+LLaMA-Factory stays behind this module: it receives one dict of arguments (also saved as
+`llamafactory_train.yaml`, runnable by `llamafactory-cli train`), either in this process or in
+each rank started by torchrun. Every check runs before anything is written; a run that fails
+before its first step leaves nothing behind, so the same command can be rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from movierec.errors import UserError
+from movierec.folders.datadir import DatasetDir
+from movierec.folders.rundir import RunDir
+from movierec.train.config import RunConfig, arg
+from movierec.train.plan import TrainPlan
+
+# LoRA settings that decide an adapter's tensors: resuming with others fails on a size mismatch.
+ADAPTER_KEYS = {"lora_rank": "r", "use_dora": "use_dora", "lora_target": "target_modules"}
+
+
+def keep_checkpoint_schedule(cfg: RunConfig, resume: Path) -> RunConfig:
+    """A resume runs on the checkpoint's logging / evaluation / save intervals: transformers restores them
+    from its trainer_state.json whatever the config says. Plan, record and header follow them too."""
+    state = RunDir.trainer_state(resume)
+    changed, kept = [], {}
+    for key in ("logging_steps", "eval_steps", "save_steps"):
+        theirs, ours = state.get(key), cfg.llamafactory.get(key)
+        if isinstance(theirs, (int, float)) and theirs >= 1 and isinstance(ours, (int, float)) and ours >= 1 \
+                and int(theirs) != int(ours):
+            changed.append(f"{key} {int(theirs)} (config: {int(ours)})")
+            kept[key] = int(theirs)
+    if changed:
+        print(f"warning: resuming from {resume.name} keeps its schedule, as transformers restores it: "
+              f"{', '.join(changed)}; to change it, start a new run", file=sys.stderr)
+    return cfg.replace(**kept)
+
+
+def _completed_step(resume: Path | None) -> int | None:
+    """The resume checkpoint's optimizer step (None without a resume)."""
+    if resume is None:
+        return None
+    step = RunDir.trainer_state(resume).get("global_step")
+    return step if isinstance(step, int) else None
+
+
+def check_adapter(resume: Path, lf_args: dict[str, Any]) -> None:
+    """Resuming needs the checkpoint's adapter shapes: refuse a config that changed them, naming the keys."""
+    import json
+
+    saved = json.loads((resume / "adapter_config.json").read_text(encoding="utf-8"))
+    wanted = {"lora_rank": int(arg(lf_args, "lora_rank")), "use_dora": bool(arg(lf_args, "use_dora"))}
+    target = arg(lf_args, "lora_target")
+    if target != "all":  # "all" is resolved against the model's layers; the checkpoint stores the list
+        wanted["lora_target"] = sorted(t.strip() for t in str(target).split(","))
+    differ = []
+    for key, value in wanted.items():
+        have = saved.get(ADAPTER_KEYS[key])
+        have = sorted(have) if isinstance(have, list) else have
+        if have is not None and have != value:
+            differ.append(f"{key} {value} (the checkpoint's: {have})")
+    if differ:
+        raise UserError(f"--resume: {resume.name}'s adapter was trained with other shapes: {', '.join(differ)}; "
+                        "resume with the checkpoint's settings or start a fresh run")
+
+
+def launch(run: RunDir, args, device: str, launch_dir: Path, verbose: bool) -> int:
+    """Run the worker in this process, or under torchrun for several processes / nodes."""
+    lf_yaml, resolved = launch_dir / RunDir.LF_ARGS, launch_dir / RunDir.RESOLVED
+    world = args.nproc_per_node * args.nnodes
+    if world == 1 and not os.environ.get("FORCE_TORCHRUN"):
+        from movierec.train.worker import run as run_worker
+
+        try:
+            run_worker(lf_yaml, resolved, verbose=verbose)
+        except Exception as e:  # noqa: BLE001 - any failure of the run: its traceback goes to train.log
+            from movierec.train.worker import log_exception
+
+            log_exception(run, e)
+            return 1
+        return 0
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank),
+        "--nproc_per_node", str(args.nproc_per_node),
+        "--master_addr", args.master_addr, "--master_port", str(args.master_port),
+        "-m", "movierec.train.worker", str(lf_yaml), str(resolved), *(["--verbose"] if verbose else []),
+    ]
+    print("launching:", shlex.join(cmd), flush=True)
+    env = dict(os.environ)
+    if device == "cuda":  # LLaMA-Factory's launcher sets the same for DDP
+        env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        env.setdefault("TORCH_NCCL_AVOID_RECORD_STREAMS", "1")
+    return subprocess.run(cmd, env=env).returncode
+
+
+def main(args) -> int:
+    from movierec.device import apply_device, planned_device, resolve_device
+    from movierec.models.params import count_for_config
+    from movierec.train.config import (
+        check_run_name,
+        check_with_llamafactory,
+        load_config,
+        render_llamafactory_args,
+        validate,
+    )
+    from movierec.train.plan import data_counts, train_plan
+    from movierec.train.record import run_metadata
+
+    if args.resume and args.overwrite:
+        raise UserError("--resume and --overwrite contradict each other: pick one")
+    if args.nproc_per_node < 1 or args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
+        raise UserError("--nproc-per-node and --nnodes must be >= 1 and 0 <= --node-rank < --nnodes")
+    cfg = load_config(args.config, args.override)
+    device = planned_device(args.device) if args.dry_run else resolve_device(args.device)
+    config = validate(cfg, data_required=not args.dry_run)
+    if "output_dir" not in config.llamafactory:
+        raise UserError("output_dir: missing (where checkpoints and logs go)")
+    run, data = RunDir(config.get("output_dir")), DatasetDir(config.get("dataset_dir") or "data")
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"output_dir: {run.path} is a file, not a folder")
+    blocker = next((p for p in run.path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"output_dir: {run.path} cannot be a folder, {blocker} is a file")
+    if run.path == Path.cwd().resolve() or run.path in Path.cwd().resolve().parents:
+        raise UserError(f"output_dir: {run.path} holds the current directory; pick a folder of its own")
+    run_name = check_run_name(args.run_name or run.path.name)
+    config, notes = apply_device(config, device)
+    resume = run.resume_point(args.resume)
+    if resume is not None:
+        config = keep_checkpoint_schedule(config, resume)
+    world = args.nproc_per_node * args.nnodes
+    lf_args = render_llamafactory_args(config.llamafactory, run, data, run_name, resume, args.deepspeed)
+    checked = lf_args
+    if args.dry_run and device == "cuda" and resolve_device("auto") != "cuda":  # planning a GPU run on a CPU:
+        # LLaMA-Factory's checks minus the precision this machine cannot have
+        checked = dict(apply_device(RunConfig(lf_args), "cpu")[0].llamafactory)
+    problems = check_with_llamafactory(checked)
+    if problems:
+        raise UserError("\n".join(problems))
+    if resume is not None:
+        check_adapter(resume, lf_args)
+    record = run_metadata(args, cfg, lf_args, config.movierec, device, world, data)
+    record["parameters"] = count_for_config(lf_args)
+    counts = data_counts(lf_args, data)
+    record["data_counts"] = counts
+    plan = train_plan(lf_args, counts["train"], world, data) if counts["train"] else None
+    record["plan"] = plan.to_dict() if plan else None
+
+    done = _completed_step(resume)
+    total = plan.total_optimizer_steps if plan else None
+    if done is not None and total and done >= total:
+        print(f"{run.path}: already complete ({resume.name} is step {done:,} of {total:,}); nothing to resume. "
+              "To train longer, raise max_steps or num_train_epochs.")
+        return 0
+    if args.dry_run:
+        from movierec.train.dryrun import print_dry_run
+
+        print(f"device: {device}" + (f" ({', '.join(notes)})" if notes else ""))
+        print_dry_run(record, lf_args, plan, config.movierec, args.rate)
+        return 0
+    if counts["prepared"]:
+        data.verify()  # the files training reads are the ones `prepare` wrote
+    if args.node_rank != 0:  # node 0 owns output_dir (possibly a shared filesystem); this node only launches
+        launch_dir = Path(tempfile.mkdtemp(prefix="movierec-node"))
+        _write(launch_dir, record, lf_args)
+        return _finish(run, launch(run, args, device, launch_dir, args.verbose), started=None)
+
+    existed = run.path.exists()
+    with run.lock(shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
+        entries = sorted(p.name for p in run.path.iterdir() if p.name != RunDir.LOCK)
+        if resume is None and entries:
+            if not args.overwrite:
+                raise UserError(f"output_dir {run.path} is not empty ({', '.join(entries[:4])}, ...): use --resume "
+                                "to continue that run or --overwrite to delete it")
+            run.clear()
+        before = None
+        if resume is not None:
+            before = run.keep_previous_record(resume)
+            run.truncate_logs(_step(resume))
+        _write(run.path, record, lf_args)
+        _header(run, record, plan, device, notes, resume)
+        rc = launch(run, args, device, run.path, args.verbose)
+        started = _started(run, resume)
+        if rc != 0 and not started:
+            _undo(run, resume, before)
+    if rc != 0 and not started and resume is None and not existed:
+        run.path.rmdir()  # empty again: the lock went with the `with` block
+    return _finish(run, rc, started)
+
+
+def _write(folder: Path, record: dict[str, Any], lf_args: dict[str, Any]) -> None:
+    RunDir(folder).write_record(record, lf_args)
+
+
+def _step(ckpt: Path) -> int:
+    return int(ckpt.name.rsplit("-", 1)[-1])
+
+
+def _started(run: RunDir, resume: Path | None) -> bool:
+    """Did training take a step (beyond the checkpoint it resumed from)?"""
+    first = _step(resume) if resume is not None else 0
+    return any(int(line.get("step", 0)) > first for line in run.read_jsonl(RunDir.STEP_TIMES))
+
+
+def _undo(run: RunDir, resume: Path | None, before: Path | None) -> None:
+    """A run that failed before its first step: remove what it wrote, so the same command can be rerun."""
+    import shutil
+
+    if resume is not None:
+        for name in (RunDir.RESOLVED, RunDir.LF_ARGS):
+            run.file(name).unlink(missing_ok=True)
+        if before is not None:
+            before.replace(run.file(RunDir.RESOLVED))
+        return
+    _print_log_tail(run)
+    for entry in run.path.iterdir():
+        if entry.name != RunDir.LOCK:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _print_log_tail(run: RunDir, lines: int = 15) -> None:
+    log = run.file(RunDir.TRAIN_LOG)
+    if log.is_file():
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        print("\n".join(f"  {line}" for line in tail), file=sys.stderr)
+
+
+def _header(run: RunDir, record: dict[str, Any], plan: TrainPlan | None, device: str, notes: list[str],
+            resume: Path | None) -> None:
+    counts = record.get("data_counts") or {}
+    print(f"run: {run.path}" + (f" (resuming from {resume.name})" if resume is not None else ""))
+    print(f"model: {record['config'].get('model_name_or_path')}; device: {device}"
+          + (f" ({', '.join(notes)})" if notes else ""))
+    if plan:
+        print(f"data: {counts.get('train'):,} train / {counts.get('eval') or 0:,} eval examples; "
+              f"{plan.total_optimizer_steps:,} steps of {plan.examples_per_step:,.4g} examples, "
+              f"warmup {plan.warmup_steps:,}, {plan.evaluations} evaluations")
+    print(f"logs: {run.file(RunDir.TRAIN_LOG)}; TensorBoard: tensorboard --logdir {run.file(RunDir.RUNS)}", flush=True)
+
+
+def _finish(run: RunDir, rc: int, started: bool | None) -> int:
+    if rc != 0:
+        where = run.file(RunDir.TRAIN_LOG)
+        if started is False:
+            raise UserError(f"training failed before its first step (exit code {rc}); nothing was kept: fix the "
+                            "cause above and rerun the same command")
+        raise UserError(f"training failed (exit code {rc}); see {where}" + ("" if started is None else
+                        "; continue with --resume"))
+    if started is None:
+        return 0
+    from movierec.train.summary import summarize
+
+    print(summarize(run))
+    return 0
