@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install test demo clean
+.PHONY: install test demo clean check-wheel
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,6 +15,9 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q
+
+check-wheel: install  # the wheel, installed non-editable, runs from an empty folder
+	DEPS=$(VENV) bash scripts/check_wheel.sh
 
 demo: install
 	$(VENV)/bin/movierec demo
