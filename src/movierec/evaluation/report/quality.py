@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from movierec.evaluation.report.sections import NA, fmt, table
+from movierec.evaluation.report.markdown import NA, fmt, table
 from movierec.evaluation.report.stats import ordered_baselines
 
 METRIC_COLUMNS = [("N", "n"), ("AUC", "auc"), ("UAUC", "uauc"), ("Log loss", "log_loss"),

@@ -1,4 +1,4 @@
-"""Markdown sections of the report, in the order of the reference run's sheet, and the table helpers."""
+"""Markdown sections of the report, in the order of the reference run's sheet."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from movierec.evaluation.report.markdown import NA, dur, fmt, kv, metrics_table, table
 from movierec.evaluation.report.stats import (
     PEAK_WINDOW,
     STABLE_AFTER,
@@ -18,44 +18,6 @@ from movierec.evaluation.report.stats import (
     train_speed,
 )
 from movierec.train.config import arg
-
-NA = "not available"
-
-
-def fmt(v: Any, digits: int | None = None) -> str:
-    """Table cell text: ints with thousands separators, floats as written in configs (`g`) unless
-    `digits` asks for fixed decimals (metrics)."""
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return "—"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, np.integer)):
-        return f"{v:,}"
-    if isinstance(v, (float, np.floating)):
-        return f"{v:g}" if digits is None else f"{v:.{digits}f}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v))
-    return str(v)
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c if isinstance(c, str) else fmt(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def kv(rows: list[tuple[str, Any]]) -> str:
-    return table(["Parameter", "Value"], [[f"**{k}**", v] for k, v in rows])
-
-
-def dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.1f} s"
 
 
 def model(run: dict, arch: dict | None, counts: dict | None) -> str:
@@ -212,10 +174,6 @@ def hardware(run: dict) -> str:
     ])
 
 
-def _metrics_table(rows: list[tuple[str, Any]]) -> str:
-    return table(["Metric", "Value"], [[f"**{k}**", v] for k, v in rows])
-
-
 def _train_speed(run: dict, speed: dict | None) -> str:
     out = "## Training Performance\n\n### Training Speed\n\n"
     if speed is None:
@@ -229,7 +187,7 @@ def _train_speed(run: dict, speed: dict | None) -> str:
     if "train_steps_per_second" in tr:
         rows.append(("Trainer-reported (incl. evaluation)",
                      f"{tr['train_steps_per_second']:.2f} it/s, {tr.get('train_samples_per_second', 0):.2f} samples/s"))
-    return out + _metrics_table(rows) + f"\nTimed steps: {speed['steps_timed']:,}, from {speed['source']}.\n"
+    return out + metrics_table(rows) + f"\nTimed steps: {speed['steps_timed']:,}, from {speed['source']}.\n"
 
 
 def _eval_speed(run: dict, evals: pd.DataFrame) -> str:
@@ -251,7 +209,7 @@ def _eval_speed(run: dict, evals: pd.DataFrame) -> str:
     if m and m.get("examples_per_second"):
         rows.append(("`movierec evaluate`", (f"{m['examples_per_second']:.1f} examples/s "
                                             f"({fmt(m.get('n'))} in {dur(m.get('seconds'))})")))
-    return "\n### Evaluation Speed\n\n" + (_metrics_table(rows) if rows else f"{NA}\n")
+    return "\n### Evaluation Speed\n\n" + (metrics_table(rows) if rows else f"{NA}\n")
 
 
 def _estimates(run: dict, speed: dict | None, evals: pd.DataFrame, prog: dict) -> str:
@@ -266,7 +224,7 @@ def _estimates(run: dict, speed: dict | None, evals: pd.DataFrame, prog: dict) -
         rows.append(("Estimated Total with Evaluations",
                      f"{dur(train_s + est['eval_s'])} ({est['n_evals']:,} evaluations: "
                      f"every {run['plan'].eval_every:,} steps and the final one)"))
-    return out + _metrics_table(rows)
+    return out + metrics_table(rows)
 
 
 def _progress(run: dict, prog: dict) -> str:
@@ -274,7 +232,7 @@ def _progress(run: dict, prog: dict) -> str:
     stop = (run.get("summary") or {}).get("early_stopping") or {}
     stopped = (f"at step {stop['stopped_at_step']:,}: {stop.get('metric')} did not improve for "
                f"{stop.get('patience')} evaluation(s) in a row" if stop.get("stopped_at_step") is not None else None)
-    return "\n### Training Progress\n\n" + _metrics_table([
+    return "\n### Training Progress\n\n" + metrics_table([
         ("Steps Completed", prog["done"]), ("Total Steps", prog["total"]),
         ("Progress", f"{prog['percent']:.2f}%" if prog["percent"] is not None else None),
         *([("Stopped Early", stopped)] if stopped else []),
