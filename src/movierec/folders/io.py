@@ -1,4 +1,4 @@
-"""Atomic file writes: a reader never sees a half-written file."""
+"""Atomic file writes (a reader never sees a half-written file), and the one JSON / JSONL reader."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from movierec.errors import UserError
 
 
 def _umask() -> int:
@@ -36,3 +38,56 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# ---------------------------------------------------------------- the one reader of JSON and JSONL files
+
+_MISSING = object()
+
+
+def read_json(path: str | os.PathLike, default: Any = _MISSING, hint: str = "") -> Any:
+    """A JSON file's content. Missing: `default` when given, else a UserError; unreadable or not JSON: always
+    a UserError naming the file (and `hint`, what to do about it)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if default is not _MISSING:
+            return default
+        raise UserError(f"{path}: not found" + (f"; {hint}" if hint else "")) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not readable ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})" + (f"; {hint}" if hint else "")) from None
+
+
+def read_jsonl(path: str | os.PathLike, missing_ok: bool = False, torn_tail_ok: bool = False,
+               hint: str = "") -> list[dict[str, Any]]:
+    """The records (JSON objects) of a JSONL file; blank lines skipped. Missing: [] when `missing_ok`, else a
+    UserError. A line that is not a JSON object is a UserError naming file and line, except the last line of
+    a log that a crash cut short (`torn_tail_ok`), which is skipped."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise UserError(f"{path}: not found" + (f"; {hint}" if hint else "")) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not readable ({getattr(e, 'strerror', None) or e})") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if torn_tail_ok and number == len(lines):
+                break
+            raise UserError(f"{path}:{number}: not a JSON record ({e.msg})" + (f"; {hint}" if hint else "")) from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records
