@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from movierec.datadir import DatasetDir
+from movierec.errors import UserError
 
 PACKAGES = ("movierec", "llamafactory", "transformers", "peft", "trl", "datasets", "accelerate",
             "torch", "torchaudio", "bitsandbytes", "tokenizers", "deepspeed")
@@ -63,6 +64,14 @@ def hardware(device: str, world_size: int) -> dict[str, Any]:
     return info
 
 
+def _train_hashes(data: DatasetDir, names: str | None) -> dict[str, str | None] | None:
+    """sha256 of each training dataset's file as its manifest records it (None before `prepare`)."""
+    try:
+        return data.recorded_sha256(names) if data.is_prepared() else None
+    except UserError:
+        return None
+
+
 def run_metadata(args, cfg: dict[str, Any], lf_args: dict[str, Any], mr: dict[str, Any], device: str,
                  world_size: int, data: DatasetDir) -> dict[str, Any]:
     """Everything that produced a run, saved as resolved_config.yaml (paths absolute and, for the data
@@ -93,5 +102,6 @@ def run_metadata(args, cfg: dict[str, Any], lf_args: dict[str, Any], mr: dict[st
         "git_revision": git_revision(),
         "data_manifest": str(manifest) if manifest.is_file() else None,
         "data_manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
+        "data_train_sha256": _train_hashes(data, lf_args.get("dataset")),  # evaluate checks the data is still it
         "hardware": hardware(device, world_size),
     }
