@@ -365,16 +365,19 @@ def checkpoint_problems(ckpt: Path, resumable: bool = True) -> list[str]:
 
 
 def _safetensors_problems(path: Path) -> list[str]:
-    size = path.stat().st_size
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
             if size < 8 or n > size - 8:
                 return [f"{path.name} is truncated"]
             header = json.loads(f.read(n))
-    except (OSError, ValueError):
+        # each tensor: {"dtype", "shape", "data_offsets": [begin, end]}; anything else is not a safetensors header
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except FileNotFoundError:
+        return [f"{path.name} is gone (deleted while checked: training rotating checkpoints?)"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return [f"{path.name} has no readable header"]
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end != size:
         return [f"{path.name} is truncated ({size:,} of {8 + n + end:,} bytes)"]
     return []
