@@ -84,3 +84,14 @@ def ml100k_prepared(ml100k_raw, tmp_path_factory) -> Path:
     assert main(["prepare", "--config", str(ROOT / "configs/data/movielens_100k.yaml"), "--input", str(ml100k_raw),
                  "--out", str(out)]) == 0
     return out
+
+
+def unowned_files(run: Path) -> list[str]:
+    """Every file and folder under a run folder that RUN_PATTERNS does not name (what `--overwrite` would refuse
+    to delete), listed one by one: each must be a file some command of the project writes."""
+    from movierec.folders.ownership import owned
+    from movierec.folders.rundir import RUN_PATTERNS
+
+    paths = [p.relative_to(run).as_posix() + ("/" if p.is_dir() else "") for p in run.rglob("*")]
+    assert paths, f"{run} is empty"
+    return [p for p in paths if not owned(p, RUN_PATTERNS)]

@@ -3,7 +3,7 @@
 import json
 
 import yaml
-from conftest import HANG_GUARD_S, ROOT, run_cli
+from conftest import HANG_GUARD_S, ROOT, run_cli, unowned_files
 
 SCRIPT = str(ROOT / "scripts" / "train_llamafactory.py")
 
@@ -31,6 +31,7 @@ def test_two_process_run_and_resume(tiny_model, prepared_data, tmp_path):
     lines = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     assert [line["current_steps"] for line in lines if "loss" in line] == [1, 2, 3, 4, 5, 6]  # one log, appended
     assert json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
+    assert (out / "train.rank1.log").is_file() and unowned_files(out) == []  # each file one a run writes
 
 
 def test_two_nodes_on_one_machine_share_one_output_dir(tiny_model, prepared_data, tmp_path):

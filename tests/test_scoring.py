@@ -124,6 +124,9 @@ def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run,
     data = DatasetDir(yaml_paths(run)["dataset_dir"])
     lists = [json.loads(line) for line in data.file(data.RANKING).read_text().splitlines()]
     assert m["checkpoint"] == "checkpoint-8" and m["zero_shot"]["checkpoint"] == "base"
+    from conftest import unowned_files
+
+    assert unowned_files(run) == []  # predictions_base.jsonl and friends are files a run writes
     ranking = m["ranking"]
     assert ranking["users"] == len({c["list_id"] for c in lists if c["relevant"]})
     assert 0 <= ranking["hr@10"] <= 1 and ranking["ndcg@10_ci95"] and ranking["mrr"] > 0

@@ -33,7 +33,19 @@ def test_make_tiny_model_never_replaces_an_unrelated_folder(tmp_path, capsys):
     keep.mkdir()
     (keep / "important.txt").write_text("x")
     assert main(["make-tiny-model", str(keep)]) == 2
-    assert "holds no model" in capsys.readouterr().err and (keep / "important.txt").exists()
+    assert "did not write" in capsys.readouterr().err and (keep / "important.txt").exists()
+    (keep / "config.json").write_text("{}")  # an export, a downloaded model: a config.json is no proof of ours
+    assert main(["make-tiny-model", str(keep), "--pretrain-steps", "0"]) == 2
+    assert (keep / "important.txt").exists() and not (tmp_path / "runs.tmp").exists()
+
+
+def test_make_tiny_model_rebuilds_only_its_own_folder(tmp_path, capsys):
+    out = tmp_path / "tiny"
+    assert main(["make-tiny-model", str(out), "--pretrain-steps", "0"]) == 0
+    assert main(["make-tiny-model", str(out), "--pretrain-steps", "0"]) == 0  # its own marker: replaced quietly
+    assert "warning" not in capsys.readouterr().err
+    assert main(["make-tiny-model", str(out), "--pretrain-steps", "0", "--seed", "1"]) == 0
+    assert "runs trained on it will be evaluated against the new weights" in capsys.readouterr().err
 
 
 def test_tiny_model_is_adaptable(tiny_model):

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, unowned_files
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 SCRIPT = str(ROOT / "scripts" / "train_llamafactory.py")
@@ -164,6 +164,7 @@ def test_resume_replaying_steps_keeps_each_step_once(first_run, tiny_model, prep
     assert results["train_loss_last_segment"] != pytest.approx(whole)
     assert json.loads((out / "run_summary.json").read_text())["segments"] == 2
     assert (out / "resolved_config.before-checkpoint-3.yaml").is_file()
+    assert unowned_files(out) == []  # every file of a resumed run is one a run writes
 
 
 def test_resume_with_other_adapter_shapes_is_refused(first_run, tiny_model, prepared_data):

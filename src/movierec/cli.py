@@ -14,6 +14,8 @@ import sys
 from movierec.errors import UserError
 from movierec.models.tiny import PRETRAIN_STEPS
 
+DEMO_DATA = "data/demo"  # configs/data/demo.yaml's out_dir
+
 # command -> "module:function"; each function takes the parsed argparse.Namespace.
 COMMANDS = {
     "train": "movierec.train.launch:main",
@@ -162,7 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON result to FILE")
 
     p = sub.add_parser("demo", help="end to end on CPU: tiny model, synthetic data, train, evaluate, report")
-    p.add_argument("--out", default="output/demo", help="run folder")
+    p.add_argument("--out", default="output/demo", help="run folder (replaced by each demo)")
+    p.add_argument("--data", default=DEMO_DATA, help="prepared data folder (its raw input: the data config's input)")
+    p.add_argument("--model", help="base model folder or hub id (default: output/tiny-qwen3, built on first use)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of configs/demo_tiny.yaml, e.g. max_steps=20 for a quick look. Repeatable.")
+    p.add_argument("--data-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of configs/data/demo.yaml, e.g. n_train=400. Repeatable.")
     return parser
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from movierec.errors import UserError
 
 MODEL_DIR = "output/tiny-qwen3"
-DATA_DIR = "data/demo"
 
 
 def _step(title: str, argv: list[str]) -> None:
@@ -23,20 +22,28 @@ def _step(title: str, argv: list[str]) -> None:
         raise UserError(f"demo stopped at: movierec {' '.join(argv)}")
 
 
+def _overrides(values: list[str]) -> list[str]:
+    return [arg for value in values for arg in ("--override", value)]
+
+
 def main(args) -> int:
-    run = Path(args.out)
-    if not (Path(MODEL_DIR) / "config.json").is_file():
+    run, data, model = Path(args.out), Path(args.data), args.model or MODEL_DIR
+    if args.model is None and not (Path(MODEL_DIR) / "config.json").is_file():
         _step("tiny model", ["make-tiny-model", MODEL_DIR])
     # the demo data config generates data/demo/raw with `synth` when it is absent
-    _step("prepare", ["prepare", "--config", "configs/data/demo.yaml"])
+    _step("prepare", ["prepare", "--config", "configs/data/demo.yaml", "--out", str(data),
+                      *_overrides(args.data_override)])
     _step("train", ["train", "--config", "configs/demo_tiny.yaml", "--run-name", "demo", "--device", "cpu",
-                    "--override", f"output_dir={run}", "--overwrite"])
+                    "--override", f"output_dir={run}", "--override", f"dataset_dir={data}",
+                    "--override", f"model_name_or_path={model}", *_overrides(args.override), "--overwrite"])
     _step("evaluate", ["evaluate", "--run", str(run), "--checkpoint", "all,base", "--device", "cpu"])
-    _step("baselines", ["baselines", "--data", DATA_DIR])
+    _step("baselines", ["baselines", "--data", str(data)])
     _step("report", ["report", "--run", str(run)])
-    user = json.loads(Path(DATA_DIR, "movielens_qwen3_eval.jsonl").open().readline())["user_id"]
+    from movierec.folders.datadir import DatasetDir
+
+    user = DatasetDir(data).read_eval()[0]["user_id"]
     _step("recommend", ["recommend", "--run", str(run), "--user", str(user), "--top-k", "5", "--device", "cpu"])
-    print("\n" + summary(run, Path(DATA_DIR)))
+    print("\n" + summary(run, data))
     print(f"\ndemo done: report at {run / 'report.md'}; TensorBoard: tensorboard --logdir {run / 'runs'}")
     return 0
 

@@ -9,6 +9,7 @@ candidate, for paired comparisons). `--checkpoint base` scores the base model wi
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,12 @@ def main(args) -> int:
     lf_args, mr_args = {**run.lf_args(), "model_name_or_path": run.model_path()}, run.mr_args()
     chosen = select(run, args.checkpoint)
     data = run.dataset(args.data)
+    changed = run.data_changed(data)
+    if changed and args.data is None:
+        raise UserError(f"{changed}: evaluate with the data it trained on (--data DIR) or train again")
+    if changed:
+        print(f"warning: {changed}", file=sys.stderr)
+    data.check_splits(lf_args.get("dataset"), lf_args.get("eval_dataset"))
     records = subsample(eval_records(lf_args, data), args.max_examples, seed=int(arg(lf_args, "seed")))
     ranking = [] if args.no_ranking else ranking_lists(data, ks)
     device = resolve_device(args.device)

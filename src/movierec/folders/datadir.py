@@ -44,6 +44,7 @@ class DatasetDir:
     TRAIN_NAME = "movielens_qwen3_train"
     EVAL_NAME = "movielens_qwen3_eval"
     HASH_CACHE = ".hashes.json"
+    WRITING = ".prepare-incomplete"  # from prepare's first write to its manifest: the folder is ours, half-written
     # A file changed this recently could change again without a new stat (coarse file-system clocks), so
     # its hash is cached only once it is older (git's "racily clean" rule).
     RACY_NS = 2_000_000_000
@@ -79,6 +80,26 @@ class DatasetDir:
         if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
             raise UserError(f"{where}: dataset '{dataset_name}' names no file_name")
         return self.path / entry["file_name"]
+
+    def check_splits(self, train: str | None, eval_: str | None) -> None:
+        """UserError when an eval dataset registers the same file as a training one: it would score the
+        examples the model trained on. `train` / `eval_` are comma-separated dataset names."""
+        trained = {self.dataset_file(n).resolve(): n for n in _names(train)}
+        for name in _names(eval_):
+            same = trained.get(self.dataset_file(name).resolve())
+            if same is not None:
+                raise UserError(f"{self.file(self.DATASET_INFO)}: eval dataset '{name}' names the file of training "
+                                f"dataset '{same}' ({self.dataset_file(name).name}): scoring it would measure the "
+                                "examples the model trained on; rerun `movierec prepare`")
+
+    def recorded_sha256(self, names: str | None) -> dict[str, str | None]:
+        """The sha256 the manifest records for each named dataset's file (None: not a file it lists)."""
+        files = self.manifest().get("files") or {}
+        out = {}
+        for name in _names(names):
+            entry = files.get(self.dataset_file(name).name) if isinstance(files, dict) else None
+            out[name] = entry.get(HASH) if isinstance(entry, dict) else None
+        return out
 
     @property
     def train_file(self) -> Path:
@@ -121,7 +142,30 @@ class DatasetDir:
                 raise UserError(f"{self.path}: cannot be a folder, {p} is a file")
             if not os.access(p, os.W_OK | os.X_OK):
                 raise UserError(f"{self.path}: cannot write there ({p} is not writable)")
+            break
+        self.check_ours()
+
+    def check_ours(self) -> None:
+        """UserError when prepare would replace or delete files it did not write: a folder holding a
+        manifest.json, dataset_info.json, baselines or a split of the same names that no prepare wrote
+        (a LLaMA-Factory registry, say). Other files in the folder (its raw input, notes) are never touched."""
+        ours = {self.MANIFEST, self.DATASET_INFO, self.BASELINES, self.BASELINE_PREDICTIONS, self.RATINGS, self.MOVIES,
+                self.RANKING, *(self.jsonl_name(n) for n in (self.TRAIN_NAME, self.EVAL_NAME))}
+        clash = sorted(p.name for p in self.path.iterdir() if p.name in ours) if self.path.is_dir() else []
+        if not clash or self.file(self.WRITING).exists() or self._prepared_manifest():
             return
+        raise UserError(f"{self.path}: holds {', '.join(clash)} that `movierec prepare` did not write (no manifest of "
+                        "its own); nothing was changed: prepare into another folder (--out)")
+
+    def _prepared_manifest(self) -> bool:
+        """Whether manifest.json is one prepare wrote: every output file listed with its size and sha256."""
+        try:
+            files = self.manifest().get("files")
+        except UserError:
+            return False
+        return isinstance(files, dict) and bool(files) and all(
+            isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get(HASH), str)
+            for v in files.values())
 
     def manifest(self) -> dict[str, Any]:
         return self._read_json(self.MANIFEST)
@@ -246,12 +290,18 @@ class DatasetDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"{self.path}: cannot create the folder ({e.strerror or e})") from None
+        self.file(self.WRITING).touch()
         self.file(self.MANIFEST).unlink(missing_ok=True)
         for name in (self.BASELINES, self.BASELINE_PREDICTIONS):  # fitted on the old data: stale now
             self.file(name).unlink(missing_ok=True)
         for name, payload in files.items():
             atomic_write_bytes(self.file(name), payload)
         atomic_write_json(self.file(self.MANIFEST), {**manifest, "files": entries})
+        self.file(self.WRITING).unlink()
+
+
+def _names(names: str | None) -> list[str]:
+    return [n.strip() for n in str(names or "").split(",") if n.strip()]
 
 
 def _json_bytes(obj: Any) -> bytes:

@@ -10,15 +10,12 @@ and after moving it together with its data.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
 import shutil
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,22 +24,36 @@ import yaml
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.io import atomic_write_json, atomic_write_text
+from movierec.folders.ownership import foreign_entries, hold, pid_alive  # noqa: F401 - pid_alive: export's
 
 if TYPE_CHECKING:
     from movierec.train.config import MovierecArguments
     from movierec.train.plan import TrainPlan
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
-# What a run writes into its folder (movierec, LLaMA-Factory, transformers, peft, TensorBoard):
-# `--overwrite` deletes a folder only when it holds nothing else.
+# What saving the model writes (the final adapter at the top, and each checkpoint): peft, tokenizer, Trainer
+_MODEL_FILES = (
+    "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json", "README.md", "training_args.bin",
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "added_tokens.json",
+    "vocab.json", "merges.txt", "tokenizer.model", "generation_config.json",
+)
+# Inside checkpoint-N besides: the Trainer's state to resume from (DeepSpeed: global_stepN/, latest, zero_to_fp32.py)
+_CHECKPOINT_FILES = (
+    *_MODEL_FILES, "trainer_state.json", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth",
+    "rng_state_<N>.pth", "latest", "zero_to_fp32.py", "global_step<N>/", "global_step<N>/*.pt",
+)
+# Every file a run writes into its folder (movierec train / evaluate / report, LLaMA-Factory, transformers,
+# peft, TensorBoard), as ownership.py patterns: `--overwrite` deletes a folder only when it holds nothing else.
 RUN_PATTERNS = (
-    "resolved_config.yaml", "resolved_config.before-*.yaml", "llamafactory_train.yaml", "train.log", ".movierec.lock",
-    "trainer_log.jsonl", "step_times.jsonl", "run_summary.json", "metrics.json", "predictions.jsonl", "report.md",
-    "plots", "runs", "checkpoint-*", "trainer_state.json", "all_results.json", "train_results.json",
-    "eval_results.json", "training_args.bin", "training_*.png", "README.md", "adapter_model.safetensors",
-    "adapter_model.bin", "adapter_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-    "chat_template.jinja", "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model",
-    "generation_config.json", "ranking*", ".*.tmp",
+    "resolved_config.yaml", "resolved_config.before-*.yaml", "llamafactory_train.yaml", "train.log",
+    "train.rank<N>.log", ".movierec.lock", "step_times.jsonl", "run_summary.json", "trainer_log.jsonl",
+    "trainer_state.json", "all_results.json", "train_results.json", "eval_results.json", "training_*.png",
+    "runs/", "runs/**/", "runs/**/events.out.tfevents.*", "metrics.json", "report.md",
+    "predictions.jsonl", "predictions_base.jsonl", "ranking_predictions.jsonl", "ranking_predictions_base.jsonl",
+    "plots/", "plots/train_loss.png", "plots/eval_loss.png", "plots/eval_auc.png", "plots/auc_comparison.png",
+    "plots/calibration.png", "**/.*.tmp",  # io.atomic_write_bytes' temporary files
+    *_MODEL_FILES,
+    *(f"{folder}/{p}" for folder in ("checkpoint-<N>", "tmp-checkpoint-<N>") for p in ("", *_CHECKPOINT_FILES)),
 )
 
 
@@ -160,6 +171,21 @@ class RunDir:
             return DatasetDir(override).require()
         return DatasetDir(self._located("dataset_dir", "the data folder", "pass --data DIR")).require()
 
+    def data_changed(self, data: DatasetDir) -> str | None:
+        """Why `data` is not the data this run trained on (its training file changed since), else None."""
+        recorded = self.resolved().get("data_train_sha256")
+        if not isinstance(recorded, dict) or not recorded:
+            return None  # recorded by an older movierec, or trained on data without a manifest
+        try:
+            now = data.recorded_sha256(",".join(recorded))
+        except UserError as e:
+            return str(e)
+        changed = [name for name, sha in recorded.items() if now.get(name) != sha]
+        if not changed:
+            return None
+        return (f"{data.path} was prepared again after this run trained (its {changed[0]} file differs from the one "
+                "the run trained on), so its eval examples may include ones the run trained on")
+
     def model_path(self) -> str:
         """model_name_or_path: a hub id as recorded, a local folder located like the data folder."""
         paths = self.resolved().get("paths") or {}
@@ -267,12 +293,16 @@ class RunDir:
                     raise UserError(f"{path}:{i + 1}: not valid JSON") from None
         return out
 
-    def truncate_logs(self, step: int) -> None:
-        """Before resuming at `step`: drop log lines of later steps, which the resumed run replays."""
+    def truncate_logs(self, step: int) -> dict[str, str]:
+        """Before resuming at `step`: drop log lines of later steps, which the resumed run replays.
+        Returns each log's previous text, to put back if the resume fails before its first step."""
+        previous = {}
         for name, key in ((self.TRAINER_LOG, "current_steps"), (self.STEP_TIMES, "step")):
             if self.file(name).is_file():
+                previous[name] = self.file(name).read_text(encoding="utf-8")
                 kept = [line for line in self.read_jsonl(name) if int(line.get(key, 0)) <= step]
                 atomic_write_text(self.file(name), "".join(json.dumps(line) + "\n" for line in kept))
+        return previous
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_json(self.file(name), obj)
@@ -283,11 +313,8 @@ class RunDir:
     # ------------------------------------------------------------ ownership
 
     def foreign_files(self) -> list[str]:
-        """Entries of this folder that no run writes (what `--overwrite` must never delete)."""
-        if not self.path.is_dir():
-            return []
-        return sorted(p.name for p in self.path.iterdir()
-                      if not any(fnmatch.fnmatch(p.name, pat) for pat in RUN_PATTERNS))
+        """Entries of this folder, at any depth, that no run writes (what `--overwrite` must never delete)."""
+        return foreign_entries(self.path, RUN_PATTERNS)
 
     def clear(self, keep: tuple[str, ...] = (LOCK,)) -> None:
         """Delete a previous run's files, after checking that is all the folder holds."""
@@ -303,56 +330,10 @@ class RunDir:
 
     @contextmanager
     def lock(self, command: str, warn=print) -> Iterator[None]:
-        """Hold the folder for this process: a second training process into it stops, naming the owner.
-
-        The lock file records PID, host and start time; one left by a dead process on this host is
-        reclaimed with a warning. Creates the folder if needed.
-        """
-        self.path.mkdir(parents=True, exist_ok=True)
-        path = self.file(self.LOCK)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-              "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        while True:
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = _read_lock(path)
-                if owner.get("host") == me["host"] and not pid_alive(owner.get("pid")):
-                    warn(f"warning: {path} was left by PID {owner.get('pid')}, which is gone; taking it over")
-                    path.unlink(missing_ok=True)
-                    continue
-                raise UserError(f"{self.path} is in use by PID {owner.get('pid', '?')} on {owner.get('host', '?')} "
-                                f"since {owner.get('since', '?')} ({owner.get('command', '?')}); wait for it to end "
-                                f"(if that process is gone, delete {path})") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(me))
-            break
-        try:
+        """Hold the folder for this process: a second training process into it stops, naming the owner
+        (see ownership.hold). Creates the folder if needed."""
+        with hold(self.path, self.LOCK, command, warn):
             yield
-        finally:
-            if _read_lock(path).get("pid") == me["pid"]:
-                path.unlink(missing_ok=True)
-
-
-def _read_lock(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def pid_alive(pid: Any) -> bool:
-    """Whether a process with this id runs on this machine."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def checkpoint_problems(ckpt: Path, resumable: bool = True) -> list[str]:
@@ -394,16 +375,19 @@ def checkpoint_problems(ckpt: Path, resumable: bool = True) -> list[str]:
 
 
 def _safetensors_problems(path: Path) -> list[str]:
-    size = path.stat().st_size
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
             if size < 8 or n > size - 8:
                 return [f"{path.name} is truncated"]
             header = json.loads(f.read(n))
-    except (OSError, ValueError):
+        # each tensor: {"dtype", "shape", "data_offsets": [begin, end]}; anything else is not a safetensors header
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except FileNotFoundError:
+        return [f"{path.name} is gone (deleted while checked: training rotating checkpoints?)"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return [f"{path.name} has no readable header"]
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end != size:
         return [f"{path.name} is truncated ({size:,} of {8 + n + end:,} bytes)"]
     return []

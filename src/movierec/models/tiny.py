@@ -13,7 +13,9 @@ candidate, so the demo and the tests can tell a working pipeline from a broken o
 
 from __future__ import annotations
 
+import json
 import random
+import sys
 from pathlib import Path
 
 from movierec.errors import UserError
@@ -55,6 +57,9 @@ EMBED_STD = 0.3
 PRETRAIN_STEPS = 300
 PRETRAIN_BATCH = 32
 PRETRAIN_LR = 3e-3
+
+# Written into every folder make-tiny-model builds: only a folder holding it is ever replaced by a rebuild.
+MARKER = "movierec_tiny.json"
 
 QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 INSTRUCTION = ("Given a user's movie ratings, predict whether the user will like the candidate movie. "
@@ -170,23 +175,42 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, pretrain_steps: int = P
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).save_pretrained(tmp)
+    (tmp / MARKER).write_text(json.dumps({"seed": seed, "pretrain_steps": pretrain_steps}) + "\n")
     if out_dir.exists():
         import shutil
 
+        if any(out_dir.iterdir()) and built_settings(out_dir) is None:
+            shutil.rmtree(tmp)
+            raise UserError(f"{out_dir} was not written by make-tiny-model (no {MARKER}); it is kept: pick a new folder")
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return out_dir
+
+
+def built_settings(folder: Path) -> dict | None:
+    """The settings a previous make-tiny-model build recorded in `folder` (None: not a folder it wrote)."""
+    try:
+        settings = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) else None
 
 
 def main(args) -> None:
     out = Path(args.out).resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"{args.out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
-        raise UserError(f"{args.out} is a non-empty folder that holds no model; pick a new folder")
+    previous = built_settings(out) if out.is_dir() else None
+    if out.is_dir() and any(out.iterdir()) and previous is None:  # a user's notes, an export, a real model
+        raise UserError(f"{args.out} is a non-empty folder that make-tiny-model did not write (no {MARKER}); "
+                        "it is kept: pick a new folder")
     if out == Path.cwd().resolve() or out in Path.cwd().resolve().parents:
         raise UserError(f"{args.out} holds the current directory; pick a new folder")
     if args.pretrain_steps < 0:
         raise UserError("--pretrain-steps must be >= 0")
+    wanted = {"seed": args.seed, "pretrain_steps": args.pretrain_steps}
+    if previous is not None and previous != wanted:
+        print(f"warning: replacing the tiny model in {out} built with {previous} by one built with {wanted}: runs "
+              "trained on it will be evaluated against the new weights", file=sys.stderr)
     path = build_tiny_model(out, seed=args.seed, pretrain_steps=args.pretrain_steps)
     print(f"tiny Qwen3 written to {path}")

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.train.config import MovierecArguments
 
@@ -64,6 +65,14 @@ def hardware(device: str, world_size: int) -> dict[str, Any]:
     return info
 
 
+def _train_hashes(data: DatasetDir, names: str | None) -> dict[str, str | None] | None:
+    """sha256 of each training dataset's file as its manifest records it (None before `prepare`)."""
+    try:
+        return data.recorded_sha256(names) if data.is_prepared() else None
+    except UserError:
+        return None
+
+
 def run_metadata(args, cfg: dict[str, Any], lf_args: dict[str, Any], mr: MovierecArguments, device: str,
                  world_size: int, data: DatasetDir) -> dict[str, Any]:
     """Everything that produced a run, saved as resolved_config.yaml (paths absolute and, for the data
@@ -94,5 +103,6 @@ def run_metadata(args, cfg: dict[str, Any], lf_args: dict[str, Any], mr: Moviere
         "git_revision": git_revision(),
         "data_manifest": str(manifest) if manifest.is_file() else None,
         "data_manifest_sha256": sha256_file(manifest) if manifest.is_file() else None,
+        "data_train_sha256": _train_hashes(data, lf_args.get("dataset")),  # evaluate checks the data is still it
         "hardware": hardware(device, world_size),
     }
