@@ -21,6 +21,7 @@ from movierec.io import atomic_write_json
 
 RECORD = "movierec_import.json"  # also what marks a folder as an import (--out may replace only those)
 FORMAT = "movierec-gguf-import"
+FORMAT_VERSION = 1  # bump when the folder changes: the tests' cached import is keyed by it
 
 
 def main(args) -> int:
@@ -55,13 +56,16 @@ def read_header(path: Path) -> dict[str, Any]:
 
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UserError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
     try:
         reader = GGUFReader(path)
-    except Exception as e:  # the reader's errors on a non-GGUF or cut file: ValueError, IndexError, ...
-        raise UserError(f"{path}: not a readable GGUF file (truncated or another format: {e})") from None
+    except Exception as e:  # the reader's errors on a cut file: ValueError, IndexError, ...
+        raise UserError(f"{path}: truncated or damaged GGUF file ({type(e).__name__}: {e})") from None
     end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
-    if end > path.stat().st_size:  # a file cut inside its last tensor still parses
-        raise UserError(f"{path}: truncated ({path.stat().st_size:,} bytes, its tensors need {end:,})")
+    if end > path.stat().st_size:  # the reader checks each tensor's shape, not that the file holds it all
+        raise UserError(f"{path}: truncated GGUF file ({path.stat().st_size:,} bytes, its tensors need {end:,})")
     fields = {key: read_field(reader, key) for key in ("general.architecture", "tokenizer.ggml.add_bos_token")
               if key in reader.fields}
     arch = (fields.get("general.architecture") or ["?"])[0]
@@ -133,7 +137,7 @@ def record(gguf: Path, header: dict[str, Any], model, tokenizer) -> dict[str, An
     from movierec.runinfo import versions
 
     return {
-        "format": FORMAT, "format_version": 1, "source": str(gguf.resolve()), "source_sha256": sha256(gguf),
+        "format": FORMAT, "format_version": FORMAT_VERSION, "source": str(gguf.resolve()), "source_sha256": sha256(gguf),
         "architecture": header["architecture"], "model_type": model.config.model_type,
         "parameters": sum(p.numel() for p in model.parameters()), "dtype": "float32",
         "vocab_size": len(tokenizer), "has_chat_template": tokenizer.chat_template is not None,
