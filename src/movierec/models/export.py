@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +20,8 @@ from typing import Any
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.io import atomic_write_json, atomic_write_text
-from movierec.folders.rundir import RunDir, expand, pid_alive
+from movierec.folders.rundir import RunDir, expand
+from movierec.folders.staging import staging
 from movierec.train.config import arg
 
 RECORD = "movierec_export.json"  # also what marks a folder as an export (--out may replace only those)
@@ -93,31 +90,6 @@ def pick_checkpoint(run: RunDir, which: str) -> Path:
         return ckpt
     (ckpt,) = run.select(which)
     return ckpt
-
-
-@contextmanager
-def staging(out: Path) -> Iterator[Path]:
-    """A new hidden folder beside `out`, renamed to `out` when the block ends without error (a previous
-    export there is replaced), deleted when it fails."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by an export that was killed (SIGKILL, power)
-        pid = stale.name[len(out.name) + 2:].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    stamp = f"{os.getpid()}-{time.monotonic_ns()}"
-    tmp, old = out.parent / f".{out.name}.{stamp}.tmp", out.parent / f".{out.name}.{stamp}.old.tmp"
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-    except BaseException:
-        if old.exists() and not out.exists():
-            old.rename(out)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the model and tokenizer
