@@ -33,10 +33,10 @@ def train_plan(lf: dict[str, Any], n_examples: int, world_size: int = 1,
     plan: dict[str, Any] = {"examples": n_examples, "world_size": world_size}
     rows = n_examples
     if lf.get("packing") or lf.get("neat_packing"):
-        from movierec.lengths import packing_plan, prompt_token_stats
+        from movierec.lengths import example_token_stats, packing_plan
 
         folder = data.path if data is not None else lf.get("dataset_dir", "data")
-        plan["packing"] = packing_plan(lf, n_examples, *prompt_token_stats(folder))
+        plan["packing"] = packing_plan(lf, n_examples, *example_token_stats(folder))
         rows = plan["packing"]["sequences"]
     per_device, accum = int(lf.get("per_device_train_batch_size", 8)), int(lf.get("gradient_accumulation_steps", 1))
     batches = math.ceil(rows / (per_device * world_size))

@@ -103,6 +103,7 @@ def launch(run: RunDir, args, device: str, launch_dir: Path, verbose: bool) -> i
 def main(args) -> int:
     from movierec.config import (check_run_name, check_with_llamafactory, load_config, render_llamafactory_args,
                                  validate)
+    from movierec.checks import check_device_levers
     from movierec.device import apply_device, planned_device, resolve_device
     from movierec.params import count_for_config
     from movierec.plan import data_counts, train_plan
@@ -136,7 +137,7 @@ def main(args) -> int:
     if args.dry_run and device == "cuda" and resolve_device("auto") != "cuda":  # planning a GPU run on a CPU:
         checked = dict(lf_args)  # LLaMA-Factory's checks minus the precision this machine cannot have
         apply_device(checked, "cpu")
-    problems = check_with_llamafactory(checked)
+    problems = check_device_levers(lf_args, device) + check_with_llamafactory(checked)
     if problems:
         raise UserError("\n".join(problems))
     if resume is not None:

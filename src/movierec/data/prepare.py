@@ -32,6 +32,7 @@ from movierec.data.ranking import ranking_lines
 from movierec.data.split import Examples, split
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
+from movierec.lengths import describe_example_lengths
 
 # bump when the output format changes, so old outputs count as stale (3: manifest files hold size + sha256;
 # titles' line breaks become spaces)
@@ -148,6 +149,8 @@ def build(data: MovieLens, cfg: DataConfig,
         # both splits together: what training and evaluation cost
         "history_lengths": _describe(np.concatenate([parts.train.history_len, parts.eval.history_len])),
         "prompt_chars": _describe(np.concatenate([train_chars, eval_chars])),
+        "example_lengths": describe_example_lengths(cfg.tokenizer, [train_lines, eval_lines],
+                                                    np.concatenate([train_chars, eval_chars])),
         "oddities": data.oddities,
     }
     if cfg.ranking_users:
