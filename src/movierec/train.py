@@ -137,7 +137,7 @@ def main(args) -> int:
     if args.dry_run and device == "cuda" and resolve_device("auto") != "cuda":  # planning a GPU run on a CPU:
         checked = dict(lf_args)  # LLaMA-Factory's checks minus the precision this machine cannot have
         apply_device(checked, "cpu")
-    problems = check_device_levers(lf_args, device) + check_with_llamafactory(checked)
+    problems = check_device_levers(lf_args, device) or check_with_llamafactory(checked)  # the device's first
     if problems:
         raise UserError("\n".join(problems))
     if resume is not None:
