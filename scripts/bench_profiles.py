@@ -9,16 +9,20 @@
         --override model_name_or_path=output/tiny-qwen3           # the same on CPU with the tiny model
 
 Each part is one `movierec bench` in its own process with its own time limit (a crash, out of memory
-or hang loses that part only): the reference profile as the reference run ran (batch 1, accumulation
-1, activation checkpointing: REFERENCE_RUN), each fast profile as configured, then `--scoring` (the
-first fast profile's scoring, as `movierec evaluate` loads a run), then optional variants: the first
-fast profile with Liger kernels where liger-kernel is installed, and with `--packing-variant`,
-packed (neat_packing, cutoff_len PACKED_CUTOFF). Parts that would start with less than MIN_PART_S
-of the `--budget-s` left are skipped. The random model is built once and shared (`--work`).
+or hang loses that part only, reported under `errors` with its log's last error line): the reference
+profile as the reference run ran (batch 1, accumulation 1, activation checkpointing: REFERENCE_RUN),
+each fast profile as configured, then `--scoring` (the first fast profile's scoring, as `movierec
+evaluate` loads a run), then the lever rows, each the first fast profile with one change (LEVERS):
+the peer (LLaMA-Factory's `use_unsloth: true`, unsloth imported first, in its own process), the
+optimizer levers undone, Liger's fused linear cross-entropy, Liger at a larger batch, torch.compile,
+and with `--packing-variant` neat packing. Rows a CPU cannot measure, or whose package is missing,
+are listed under `not_measured` with the reason. Parts that would start with less than MIN_PART_S of
+the `--budget-s` left are skipped. The random model is built once and shared (`--work`).
 
-Prints one JSON object (also written to WORK/bench.json after every part): each profile's
-examples/s, tokens/s, MFU, peak memory, evaluation rates, step plan and projected wall time of the
-whole run with its evaluations; ratios to the reference; scoring; the targets; errors. Logs go to
+Prints one JSON object (also written to WORK/bench.json after every part): each part's examples/s,
+real tokens/s, MFU, GPU-busy fraction, step time p50/p90, peak memory, first and last loss, evaluation
+rates, step plan and projected wall time; ratios to the reference; the peer ratio (best profile at
+the unsloth row's batch over the unsloth row); scoring; the targets; errors. Logs go to
 WORK/<part>.log. `--override` applies to every part.
 """
 
@@ -39,7 +43,25 @@ REFERENCE_RUN = ["per_device_train_batch_size=1", "gradient_accumulation_steps=1
                  "disable_gradient_checkpointing=false"]
 PACKED_CUTOFF = 1024  # ~5 examples of ~200 tokens per sequence; every example still fits
 MIN_PART_S = 45  # a part needs this much budget to load a model and take a few steps
-TARGETS = {"fast_speedup_min": 15.0, "projected_total_seconds_max": 3600.0, "scoring_seconds_max": 10.0}
+TARGETS = {"fast_speedup_min": 15.0, "projected_total_seconds_max": 720.0, "scoring_seconds_max": 3.0,
+           "examples_per_s_min": 400.0, "gpu_busy_min": 0.70, "mfu_min": 0.20, "peer_ratio_min": 1.2}
+PEER = "+unsloth"
+# Lever rows on the first fast profile: (suffix, overrides, what it needs: None, "gpu" or a module, note).
+LEVERS = [
+    (PEER, ["use_unsloth=true"], "unsloth",
+     "the peer: LLaMA-Factory with use_unsloth (unsloth's kernels and its own LoRA/4-bit path); LLaMA-Factory "
+     "makes unsloth recompute activations (use_gradient_checkpointing='unsloth'), which the fast profile does not"),
+    ("{sync}host_sync_levers", ["{sync_changes}"], None,
+     "fused AdamW and no per-step loss isnan/isinf read: undone (-) where the profile has them, else applied (+)"),
+    ("+liger", ["enable_liger_kernel=true"], "liger_kernel",
+     "Liger kernels with fused linear cross-entropy (no 151,936-wide logits)"),
+    ("+liger+batch{large}", ["enable_liger_kernel=true", "per_device_train_batch_size={large}"], "liger_kernel",
+     "a larger batch once the logits are gone (throughput only: a new batch needs its learning rate and parity)"),
+    ("+compile", ["torch_compile=true"], "gpu",
+     "torch.compile through the Trainer (dynamic shapes: length-grouped batches padded to multiples of 8)"),
+]
+NOT_IMPLEMENTED = {"answer-only loss": "LLaMA-Factory 0.9.5 computes the logits at every position (Liger's fused "
+                   "linear cross-entropy avoids materialising them); no clean switch for answer positions only"}
 FLOP_CONVENTION = ("per real (non-padding) training token: 4*N_frozen + 6*N_trainable + 12*layers*heads*head_dim*ctx "
                    "(frozen base: forward + activation gradients; LoRA: forward + both gradients; attention QK^T and "
                    "AV within each example, ctx = mean keys attended); recomputation and masked attention not counted; "
@@ -55,11 +77,14 @@ def _last_error(log: Path) -> str:
 
 
 def run_part(name: str, argv: list[str], work: Path, limit_s: float) -> tuple[dict | None, str | None]:
-    """One `movierec bench` in a subprocess; (result, error)."""
+    """One `movierec bench` in a subprocess; (result, error). The peer imports unsloth before transformers,
+    as unsloth requires for its patches."""
     out, log = work / f"{name}.json", work / f"{name}.log"
     out.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "movierec", "bench", *argv, "--json-out", str(out)]
+    start_cmd = ["-c", "import unsloth, runpy; runpy.run_module('movierec', run_name='__main__', alter_sys=True)"] \
+        if name.endswith(PEER) else ["-m", "movierec"]
+    cmd = [sys.executable, *start_cmd, "bench", *argv, "--json-out", str(out)]
     print(f"[{time.strftime('%H:%M:%S')}] {name}: up to {limit_s:.0f}s (log: {log})", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
@@ -72,6 +97,8 @@ def run_part(name: str, argv: list[str], work: Path, limit_s: float) -> tuple[di
         return None, f"exit code {proc.returncode} after {took:.0f}s: {_last_error(log)}"
     result = json.loads(out.read_text())
     result["part_seconds"] = round(took, 1)
+    if name.endswith(PEER) and "Unsloth does not support model type" in log.read_text(errors="replace"):
+        return None, "unsloth declined the model and LLaMA-Factory fell back to its own path (not the peer)"
     return result, None
 
 
@@ -93,11 +120,59 @@ def summarize(report: dict) -> None:
             "projected_ok": projection.get("total_seconds", float("inf")) <= TARGETS["projected_total_seconds_max"],
             "eval_fraction": projection.get("eval_fraction"),
             "eval_fraction_ok": projection.get("eval_fraction", 1.0) <= 0.10}
+    peer = profiles.get(next((n for n in profiles if n.endswith(PEER)), ""))
+    if peer:
+        same = {n: p for n, p in fast.items() if not n.endswith(PEER)
+                and p["per_device_train_batch_size"] == peer["per_device_train_batch_size"]}
+        best = max(same, key=lambda n: same[n]["examples_per_s"], default=None)
+        report["peer"] = {"row": next(n for n in profiles if n.endswith(PEER)), "best_at_same_batch": best,
+                          "ratio": same[best]["examples_per_s"] / peer["examples_per_s"] if best else None,
+                          "differs": "unsloth recomputes activations (forced by LLaMA-Factory); its own LoRA and "
+                                     "4-bit kernels; same model, data, LoRA, batch and steps"}
+        targets["peer"] = {"ratio": report["peer"]["ratio"], "ok": (report["peer"]["ratio"] or 0)
+                           >= TARGETS["peer_ratio_min"]}
+    for name, p in fast.items():
+        targets[name].update(
+            examples_per_s_ok=p["examples_per_s"] >= TARGETS["examples_per_s_min"],
+            gpu_busy_ok=p.get("gpu_busy_fraction") is not None and p["gpu_busy_fraction"] >= TARGETS["gpu_busy_min"],
+            mfu_ok=p.get("mfu") is not None and p["mfu"] >= TARGETS["mfu_min"])
     scoring = report.get("scoring")
     if scoring:
         targets["scoring"] = {"seconds": scoring["seconds"], "examples": scoring["examples"],
                               "ok": scoring["seconds"] <= TARGETS["scoring_seconds_max"]}
     report["targets"] = {"thresholds": TARGETS, **targets}
+
+
+def _row(first: str, suffix: str, changes: list[str], large: int) -> tuple[str, list[str]]:
+    """A lever row's name and overrides; the host-sync row toggles what the profile has."""
+    import yaml
+
+    path = Path(first) if Path(first).is_file() else ROOT / first  # the parts run in ROOT
+    cfg = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    has = cfg.get("optim") == "adamw_torch_fused" and cfg.get("logging_nan_inf_filter") is False
+    toggled = ["optim=adamw_torch", "logging_nan_inf_filter=true"] if has else [
+        "optim=adamw_torch_fused", "logging_nan_inf_filter=false"]
+    name = f"{Path(first).stem}{suffix}".format(large=large, sync="-" if has else "+")
+    return name, [x for c in changes for x in (toggled if c == "{sync_changes}" else [c.format(large=large)])]
+
+
+def lever_unavailable(needs: str | None, device: str) -> str | None:
+    """Why a lever row cannot be measured here, or None."""
+    import importlib.util
+
+    if needs is None:
+        return None
+    if device == "cpu":
+        return "GPU only (Triton kernels, or compile times beyond a CPU benchmark's budget): not measured on CPU"
+    if needs != "gpu" and importlib.util.find_spec(needs) is None:
+        return f"{needs.replace('_', '-')} is not installed (scripts/offline_wheels.sh brings its wheel)"
+    return None
+
+
+def not_measured(args) -> dict[str, str]:
+    out = {_row(args.fast[0], suffix, changes, args.large_batch)[0]: why for suffix, changes, needs, _ in LEVERS
+           if (why := lever_unavailable(needs, args.device))}
+    return {**out, **NOT_IMPLEMENTED}
 
 
 def plan_parts(args) -> list[tuple[str, list[str], float, bool]]:
@@ -114,11 +189,11 @@ def plan_parts(args) -> list[tuple[str, list[str], float, bool]]:
     if args.scoring:
         parts.append(("scoring", ["--config", first, "--scoring", "--examples", str(args.scoring_examples), *common,
                                   *overrides], args.part_limit_s, False))
-    import importlib.util
-
-    if args.device != "cpu" and importlib.util.find_spec("liger_kernel") is not None:
-        parts.append((f"{Path(first).stem}+liger", ["--config", first, "--steps", str(args.steps), *common, *overrides,
-                                                    "--override", "enable_liger_kernel=true"], args.part_limit_s, True))
+    for suffix, changes, needs, _ in LEVERS:
+        name, changes = _row(first, suffix, changes, args.large_batch)
+        if lever_unavailable(needs, args.device) is None:
+            parts.append((name, ["--config", first, "--steps", str(args.steps), *common, *overrides,
+                                 *[x for c in changes for x in ("--override", c)]], args.part_limit_s, True))
     if args.packing_variant:
         parts.append((f"{Path(first).stem}+packing", [
             "--config", first, "--steps", str(args.steps), *common, *overrides, "--override", "neat_packing=true",
@@ -138,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--packing-variant", action="store_true", help="also the first fast profile with neat_packing")
     p.add_argument("--packed-cutoff", type=int, default=PACKED_CUTOFF)
     p.add_argument("--packed-batch", type=int, default=8, help="packed sequences per step in the packing variant")
+    p.add_argument("--large-batch", type=int, default=128, help="the batch of the Liger larger-batch row")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="for every part; repeatable")
     p.add_argument("--budget-s", type=float, default=420, help="wall-clock budget for all parts")
@@ -149,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget_s
     report: dict = {"device": args.device, "flop_convention": FLOP_CONVENTION, "profiles": {}, "scoring": None,
-                    "errors": {}, "skipped": []}
+                    "errors": {}, "skipped": [], "not_measured": not_measured(args),
+                    "levers": {_row(args.fast[0], suffix, changes, args.large_batch)[0]: note
+                               for suffix, changes, _, note in LEVERS}}
     start = time.monotonic()
     try:
         for name, part_argv, limit, optional in plan_parts(args):

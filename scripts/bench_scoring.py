@@ -96,6 +96,7 @@ def main() -> None:
         load_model_for_scoring,
     )
     from movierec.folders.datadir import DatasetDir
+    from movierec.train.config import arg
 
     lf_args = yaml.safe_load((run_dir / "llamafactory_train.yaml").read_text())
     adapter = run_dir / "checkpoint-2"
@@ -106,7 +107,7 @@ def main() -> None:
 
     records = eval_records(lf_args, DatasetDir(lf_args["dataset_dir"]))
     model_, tokenizer, template = load_model_for_scoring(lf_args, adapter, args.device)
-    scorer = YesNoScorer(model_, tokenizer, template, int(lf_args.get("cutoff_len", 2048)), args.batch_size)
+    scorer = YesNoScorer(model_, tokenizer, template, int(arg(lf_args, "cutoff_len")), args.batch_size)
     start = time.perf_counter()
     prompts = scorer.encode_many(records)  # LLaMA-Factory tokenizes before its timer starts too
     encode_s = time.perf_counter() - start

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # The prepared GPU check (< 8 minutes on one H100 or H200, offline): prints ONE JSON object with, for the
-# reference profile (as the reference run: batch 1, accumulation 1, checkpointing, 4-bit) and each fast
-# profile: examples/s, tokens/s (real, non-padding), MFU, peak GPU memory, evaluation rates, the dry run's
-# step plan and the projected wall time of 3 epochs of 78,271 examples with the profile's evaluations;
-# the ratios to the reference; the time to score 4,450 eval examples as `movierec evaluate` does; the
-# targets (fast >= 15x the reference, projected <= 1 h, scoring <= 10 s). All on random weights of
-# Qwen3-0.6B's architecture (movierec/resources/models/qwen3-0.6b.json) and generated token ids of the prepared
-# data's prompt lengths (~200 tokens without data/manifest.json); nothing is downloaded.
+# reference profile (as the reference run: batch 1, accumulation 1, checkpointing, 4-bit), each fast
+# profile and each lever row (bench_profiles.py LEVERS: the peer `use_unsloth: true`, the host-sync levers
+# toggled, Liger's fused linear cross-entropy, Liger at batch 128, torch.compile, neat packing): examples/s,
+# real tokens/s, MFU, GPU-busy fraction (torch.profiler over 5 steps), step time p50/p90, peak GPU memory,
+# first and last loss, evaluation rates, the dry run's step plan and the projected wall time of 3 epochs of
+# 78,271 examples with the profile's evaluations; the ratios to the reference; the peer ratio (our best
+# profile at the unsloth row's batch over the unsloth row); the time to score 4,450 eval examples as
+# `movierec evaluate` does; the targets (>= 400 examples/s, GPU-busy >= 70%, MFU >= 20%, projected <= 12
+# min, >= 1.2x unsloth, scoring <= 3 s). All on random weights of Qwen3-0.6B's architecture
+# (movierec/resources/models/qwen3-0.6b.json) and generated token ids of real prompt lengths (data/manifest.json's
+# example_lengths, else the shipped real ML-100K distribution, ~262 tokens per example); nothing is
+# downloaded. A part that fails is reported under `errors` with its log's last line; the others still run.
 #
 #   bash scripts/gpu_bench.sh                       # from the repository root or anywhere
 #   BUDGET_S=400 STEPS=40 bash scripts/gpu_bench.sh
 #   DEVICE=cpu bash scripts/gpu_bench.sh            # the same script on CPU: tiny model, demo profiles (~2 min)
 #
 # Packages: if `llamafactory` is not importable, the wheels in .whl/ (llamafactory, transformers 4.57.1,
-# bitsandbytes, datasets, trl, ...) are installed into /tmp/site first, without network; movierec runs
-# from src/. Where liger-kernel is installed, the first fast profile is also measured with Liger kernels.
+# bitsandbytes, datasets, trl, unsloth, unsloth_zoo, liger-kernel, ...; scripts/offline_wheels.sh) are
+# installed into /tmp/site first with --no-deps, without network; movierec runs from src/. The unsloth and
+# Liger rows run where their packages import, else they are listed under `not_measured`.
 # Logs and each part's JSON: $WORK (default /tmp/movierec-gpu-bench).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +68,7 @@ def v(p):
 name = torch.cuda.get_device_name(0) if sys.argv[1] == "cuda" else "cpu"
 open(sys.argv[2], "w").write(json.dumps({"device_name": name, "python": sys.version.split()[0],
                   "cuda": torch.version.cuda, **{p: v(p) for p in ("torch", "llamafactory", "transformers", "peft",
-                  "trl", "datasets", "accelerate", "bitsandbytes", "liger-kernel", "flash-attn")}}))  # stdout has library logs
+                  "trl", "datasets", "accelerate", "bitsandbytes", "liger-kernel", "flash-attn", "unsloth", "unsloth_zoo")}}))  # stdout has library logs
 EOF
 cat "$WORK/env.json" >&2; echo >&2
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds .whl/ with the wheels an offline GPU machine lacks to run movierec's training path
-# (LLaMA-Factory sft + LoRA + 4-bit bitsandbytes + TensorBoard, movierec's scoring and bench code).
+# (LLaMA-Factory sft + LoRA + 4-bit bitsandbytes + TensorBoard, movierec's scoring and bench code), and
+# the benchmark's peer (unsloth) and Liger rows.
 # Run it where PyPI is reachable; .whl/ then travels with the repo (<= 60 MB, checked here):
 #
 #   bash scripts/offline_wheels.sh                 # PYTHON=python3.12 to choose the pip that downloads
@@ -59,6 +60,13 @@ WHEELS=(
     dill==0.3.8
     multiprocess==0.70.16
     fsspec==2025.3.0
+    # The peer and the Liger rows of gpu_bench.sh. unsloth and unsloth_zoo 2026.10.9 accept transformers
+    # 4.57.1, torch < 2.15, trl 0.24 and bitsandbytes 0.50.2, but their metadata excludes datasets 4.0.*
+    # (LLaMA-Factory's pin): installed with --no-deps, like every wheel here; they run offline on a local
+    # model folder. liger-kernel: Triton kernels (triton comes with the machine's torch).
+    unsloth==2026.10.9
+    unsloth_zoo==2026.10.9
+    liger-kernel==0.8.5
 )
 
 mkdir -p "$CACHE"

@@ -140,14 +140,14 @@ def test_dry_run_packing_plan_matches_llamafactory_packing():
     """The dry run's packed-sequence count uses LLaMA-Factory's greedy knapsack on estimated lengths:
     on the same examples it gives the sequences LLaMA-Factory's packed processor makes."""
     from movierec.bench import make_examples, pack_examples
-    from movierec.bench.lengths import ANSWER_TOKENS, DEFAULT_PROMPT_TOKENS, pack
+    from movierec.bench.lengths import ANSWER_TOKENS, default_lengths, pack
     from movierec.models.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
-    data = make_examples(1300, DEFAULT_PROMPT_TOKENS, len(tokenizer), tokenizer.eos_token_id, cutoff_len=2048)
+    data = make_examples(1300, default_lengths(), len(tokenizer), tokenizer.eos_token_id, cutoff_len=2048)
     lf = {"cutoff_len": 300, "neat_packing": True}
     packed = pack_examples(data, lf, tokenizer)
-    ours = pack([len(x) for x in data["input_ids"]], 300)
+    ours = pack([len(x) for x in data["input_ids"]], 300)  # examples of ~262 tokens: one per sequence, some dropped
     assert len(packed["input_ids"]) == len(ours)
     assert sorted(int(np.asarray(m).max()) for m in packed["attention_mask"]) == sorted(len(r) for r in ours)
     dropped = sum(len(x) > 299 for x in data["input_ids"])
@@ -252,7 +252,7 @@ def test_dry_run_plan_with_packing(monkeypatch, capsys):
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("packing: ~"))
     sequences = int(line.split("~")[1].split()[0].replace(",", ""))
-    assert 78_271 * 203 / 1023 < sequences < 78_271 * 203 / 1023 * 1.1  # ~5 examples of ~203 tokens per sequence
+    assert 78_271 * 262 / 1023 < sequences < 78_271 * 262 / 1023 * 1.1  # ~3.9 examples of ~262 tokens per sequence
     steps = next(x for x in out.splitlines() if x.startswith("steps: "))
     assert f"steps per epoch {math.ceil(sequences / 8):,}" in steps
 
@@ -280,23 +280,34 @@ def test_projection_counts_every_evaluation():
 
 def test_gpu_bench_driver_on_cpu(tiny_model, tmp_path):
     """scripts/bench_profiles.py as scripts/gpu_bench.sh runs it, on the tiny model: every part in its own
-    process, one JSON with rates, evaluation rates, plans, projections, scoring and the targets."""
+    process, one JSON with rates, evaluation rates, plans, projections, scoring and the targets; a part that
+    fails is reported under `errors` with its last line, the others still run; GPU-only rows are listed."""
     proc = run_cli(str(ROOT / "scripts/bench_profiles.py"), "--reference", "configs/demo_tiny.yaml",
                    "--fast", "configs/demo_tiny_fast.yaml", "--fast", "configs/demo_tiny_lora_bf16_fast.yaml",
+                   "--fast", "configs/no-such-profile.yaml",
                    "--scoring", "--scoring-examples", "300", "--packing-variant", "--device", "cpu",
                    "--steps", "3", "--reference-steps", "3", "--override", f"model_name_or_path={tiny_model}",
                    "--override", "per_device_train_batch_size=8", "--work", str(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a required part failed
     report = json.loads(proc.stdout)
-    assert report["errors"] == {} and report["skipped"] == []
+    error = report["errors"].pop("no-such-profile")
+    assert report["errors"] == {} and error.startswith("exit code 2") and "config file not found" in error
+    assert report["skipped"] == []
     profiles = report["profiles"]
-    assert set(profiles) == {"reference", "demo_tiny_fast", "demo_tiny_lora_bf16_fast", "demo_tiny_fast+packing"}
+    assert set(profiles) == {"reference", "demo_tiny_fast", "demo_tiny_lora_bf16_fast", "demo_tiny_fast+packing",
+                             "demo_tiny_fast+host_sync_levers"}
+    assert set(report["not_measured"]) == {"demo_tiny_fast+unsloth", "demo_tiny_fast+liger",
+                                           "demo_tiny_fast+liger+batch128", "demo_tiny_fast+compile",
+                                           "answer-only loss"}
+    levers = profiles["demo_tiny_fast+host_sync_levers"]
+    assert levers["optim"] == "adamw_torch_fused" and levers["logging_nan_inf_filter"] is False
     ref, fast, packed = profiles["reference"], profiles["demo_tiny_fast"], profiles["demo_tiny_fast+packing"]
     assert ref["per_device_train_batch_size"] == 1 and ref["gradient_checkpointing"] is True
     assert fast["per_device_train_batch_size"] == 8 and fast["gradient_checkpointing"] is False
     assert profiles["demo_tiny_lora_bf16_fast"]["quantization_bit"] is None and fast["quantization_bit"] == 4
     for p in profiles.values():
-        assert p["examples_per_s"] > 0 and 150 < p["tokens_per_example"] < 260
+        assert p["examples_per_s"] > 0 and 240 < p["tokens_per_example"] < 290
+        assert math.isfinite(p["first_loss"]) and math.isfinite(p["last_loss"]) and p["step_seconds_p90"] > 0
         assert 0 < p["train_peak_memory_gib"] <= p["peak_memory_gib"]
         assert p["eval"]["examples_per_s"] > 0 and p["auc"]["examples_per_s"] > 0 and p["flops_per_token"] > 0
         assert p["projection"]["n_train"] == 4000 and p["projection"]["evaluations"] == p["plan"]["evaluations"]

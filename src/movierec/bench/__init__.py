@@ -11,8 +11,9 @@ Training runs N optimizer steps through the same path as `movierec train` (valid
 movierec.train.worker and its callbacks), then LLaMA-Factory's evaluation (loss over generated eval
 examples at the config's eval batch size) and, where the config evaluates with AUC, movierec's
 AUC callback over generated prompts: the same calls an evaluation makes during training. The
-training rate skips the first WARMUP_FRACTION of the steps (at least one); on a GPU a step's time
-covers its forward, backward and optimizer update (the step timer synchronises).
+training rate skips the first WARMUP_FRACTION of the steps (at least one) and, on a GPU, the last
+5 (profiled for the GPU-busy fraction); a synchronised clock brackets the timed steps, and no
+per-step sync is added (bench.measure). Each part states the tokens per example it drew.
 
 From the rates and the dry run's step plan for the config's data (dryrun.estimate_steps) comes
 the projected wall time of the whole run, evaluations included (dryrun.time_estimate).
@@ -69,72 +70,20 @@ from movierec.bench.lengths import (  # noqa: F401
     SHARED_PREFIX_TOKENS,
     TEMPLATE_TOKENS,
     example_lengths,
-    prompt_token_stats,
+    example_token_stats,
+)
+from movierec.bench.measure import (  # noqa: F401
+    WARMUP_FRACTION,
+    bench_args,
+    measure,
+    measure_eval,
+    window_callback,
 )
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.train.config import arg, lora_alpha
 
-WARMUP_FRACTION = 0.2
-
-
 # ---------------------------------------------------------------- run and measure
-
-
-def bench_args(lf: dict[str, Any], steps: int, work: Path, model_dir: Path) -> dict[str, Any]:
-    """The config's LLaMA-Factory args, set to train `steps` steps on the generated data, then evaluate."""
-    args = dict(lf)
-    for key in ("val_size", "load_best_model_at_end", "resume_from_checkpoint", "metric_for_best_model"):
-        args.pop(key, None)
-    packed = bool(lf.get("neat_packing") or lf.get("packing"))
-    args.update(
-        model_name_or_path=str(model_dir),
-        dataset="movierec_bench", eval_dataset="movierec_bench",  # names only: tokenized_path replaces the data
-        tokenized_path=str(work / "data"),
-        output_dir=str(work / "out"),
-        max_steps=steps, do_train=True, do_eval=True, do_predict=False, eval_strategy="no",
-        save_strategy="no", report_to="none", plot_loss=False, logging_steps=1,
-        # trainer_log.jsonl: non-padding tokens per step; with packing the Trainer would sum the 4D mask
-        include_num_input_tokens_seen="no" if packed else "non_padding",
-    )
-    return args
-
-
-def measure(out_dir: Path, steps: int, per_sequence: tuple[float, float] | None = None) -> dict[str, Any]:
-    """Rates over steps after the warm-up, from step_times.jsonl and trainer_log.jsonl's total_tokens.
-
-    per_sequence: (examples, tokens) per packed sequence, for packed runs (their lines count sequences).
-    """
-    times = [json.loads(line) for line in (out_dir / "step_times.jsonl").read_text().splitlines()]
-    if len(times) != steps:
-        raise UserError(f"bench: {len(times)} steps were timed, expected {steps}")
-    warmup = min(max(1, round(steps * WARMUP_FRACTION)), steps - 1)
-    timed = times[warmup:]
-    seconds = sum(t["seconds"] for t in timed)
-    if per_sequence:
-        sequences = sum(t["sequences"] for t in timed)
-        examples, tokens = sequences * per_sequence[0], sequences * per_sequence[1]
-    else:
-        examples = sum(t["examples"] for t in timed)
-        seen = {line["current_steps"]: line["total_tokens"]
-                for line in map(json.loads, (out_dir / "trainer_log.jsonl").read_text().splitlines())
-                if "total_tokens" in line}
-        tokens = seen[steps] - seen[warmup]
-    return {"steps": steps, "warmup_steps": warmup, "timed_seconds": round(seconds, 3),
-            "examples_per_s": examples / seconds, "tokens_per_s": tokens / seconds, "tokens_per_example": tokens / examples}
-
-
-def measure_eval(out_dir: Path, n_eval: int, eval_batch: int, auc_batch: int) -> dict[str, Any]:
-    """LLaMA-Factory's evaluation (eval_results.json) and movierec's AUC callback (trainer_log.jsonl)."""
-    metrics = json.loads((out_dir / "eval_results.json").read_text())
-    out: dict[str, Any] = {"eval": {"examples": n_eval, "batch_size": eval_batch, "seconds": metrics["eval_runtime"],
-                                    "examples_per_s": n_eval / metrics["eval_runtime"]}, "auc": None}
-    lines = [json.loads(line) for line in (out_dir / "trainer_log.jsonl").read_text().splitlines()]
-    auc = [line for line in lines if "eval_auc_seconds" in line]
-    if auc:
-        n, s = auc[-1]["eval_auc_examples"], auc[-1]["eval_auc_seconds"]
-        out["auc"] = {"examples": n, "batch_size": auc_batch, "seconds": s, "examples_per_s": n / s}
-    return out
 
 
 @contextlib.contextmanager
@@ -155,6 +104,7 @@ def _stdout_to_stderr():
 def _setup(config: str | Path, overrides: list[str] | None, device: str):
     """Validated (lf, mr, device, data counts, data folder) of a config; bench generates its own examples."""
     from movierec.device import apply_device, resolve_device
+    from movierec.train.checks import check_device_levers
     from movierec.train.config import load_config, validate
     from movierec.train.plan import data_counts
 
@@ -164,6 +114,9 @@ def _setup(config: str | Path, overrides: list[str] | None, device: str):
     checked = validate(cfg, model_required=False)  # a random model of the architecture: no weights needed
     data = DatasetDir(checked.get("dataset_dir"))
     counts = data_counts({**checked.llamafactory, **names}, data)
+    problems = check_device_levers(checked.llamafactory, device)
+    if problems:
+        raise UserError("\n".join(problems))
     return dict(apply_device(checked, device)[0].llamafactory), checked.movierec, device, counts, data
 
 
@@ -195,7 +148,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
     if steps < 2:
         raise UserError("--steps: at least 2 (the first step is warm-up and not timed)")
     lf, mr, device, counts, data = _setup(config, overrides, device)
-    stats, source = prompt_token_stats(data.path)
+    stats, source = example_token_stats(data.path)
     batch, accum = int(arg(lf, "per_device_train_batch_size")), int(arg(lf, "gradient_accumulation_steps"))
     eval_batch = int(arg(lf, "per_device_eval_batch_size"))
     auc_batch = mr.eval_auc_batch_size
@@ -218,19 +171,19 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
             return make_examples(n, stats, len(tokenizer), tokenizer.eos_token_id, cutoff, seed)
 
         if packed:  # enough examples for `rows` packed sequences
-            per_row = max(int((cutoff - 1) / (stats["mean"] + ANSWER_TOKENS)), 1)
-            train = pack_examples(make(int(rows * per_row * 1.2) + 64, 0), lf, tokenizer)
+            fits = max(int((cutoff - 1) / stats["mean"]), 1)
+            train = pack_examples(make(int(rows * fits * 1.2) + 64, 0), lf, tokenizer)
             if len(train["input_ids"]) < rows:
                 raise UserError(f"bench: packing gave {len(train['input_ids'])} sequences, {rows} needed")
             train = {k: v[:rows] for k, v in train.items()}
             # neat packing numbers the examples of a sequence 1, 2, ... in its attention mask (0: padding)
             lengths = [int(c) for mask in train["attention_mask"] for c in np.bincount(mask)[1:]]
-            per_sequence = (len(lengths) / rows, sum(lengths) / rows)
+            per_row = (len(lengths) / rows, sum(lengths) / rows)
             eval_data = pack_examples(make(n_eval, 1), lf, tokenizer)
         else:
             train = make(rows, 0)
             lengths = [len(x) for x in train["input_ids"]]
-            per_sequence = None
+            per_row = (1.0, float(np.mean(lengths)))
             eval_data = make(n_eval, 1)
         DatasetDict({"train": Dataset.from_dict(train), "validation": Dataset.from_dict(eval_data)}).save_to_disk(
             work / "data")
@@ -242,7 +195,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         (work / "resolved.yaml").write_text(yaml.safe_dump({"movierec": mr.to_dict(), "device": device,
                                                             "plan": train_plan(lf_args, rows, 1).to_dict()}))
         peaks: dict[str, float] = {}
-        extra = [_train_peak_callback(device, peaks)]
+        extra = [_train_peak_callback(device, peaks), window_callback(work / "out", steps, device)]
         n_auc = 0
         if str(arg(lf, "eval_strategy")) != "no" and mr.auc_examples(counts["eval"] or 1):
             n_auc = min(mr.auc_examples(counts["eval"] or 4450), _n_bench_eval(auc_batch))
@@ -253,7 +206,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         _reset_peak_memory(device)
         with _stdout_to_stderr():
             run(work / "lf.yaml", work / "resolved.yaml", extra)
-        result = measure(work / "out", steps, per_sequence)
+        result = measure(work / "out", steps, batch * accum, per_row)
         result.update(measure_eval(work / "out", n_eval, eval_batch, auc_batch))
         peak_gib = _peak_memory_gib(device)
         counted = count_for_config({**lf, "model_name_or_path": str(model_dir)})
@@ -275,9 +228,10 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         "device": device, "device_name": device_name,
         "per_device_train_batch_size": batch, "gradient_accumulation_steps": accum,
         "packing": packed, "cutoff_len": cutoff,
-        "quantization_bit": arg(lf, "quantization_bit"),
-        "gradient_checkpointing": not arg(lf, "disable_gradient_checkpointing"),
-        "enable_liger_kernel": bool(arg(lf, "enable_liger_kernel")), "attention": str(arg(lf, "flash_attn")),
+        "quantization_bit": arg(lf, "quantization_bit"), "gradient_checkpointing": _checkpointing(lf),
+        "enable_liger_kernel": bool(arg(lf, "enable_liger_kernel")), "use_unsloth": bool(arg(lf, "use_unsloth")),
+        "torch_compile": bool(arg(lf, "torch_compile")), "optim": str(arg(lf, "optim")),
+        "logging_nan_inf_filter": arg(lf, "logging_nan_inf_filter"), "attention": str(arg(lf, "flash_attn")),
         **result,
         "peak_memory_gib": round(peak_gib, 3), "train_peak_memory_gib": round(peaks["train_peak_gib"], 3),
         "peak_memory_kind": ("torch.cuda.max_memory_allocated" if device == "cuda" else "peak RSS (VmHWM)")
@@ -285,9 +239,17 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         "flops_per_token": flops, "peak_flops": peak, "measured_matmul_flops": matmul,
         "mfu": flops * result["tokens_per_s"] / peak if peak else None,
         "mfu_vs_measured_matmul": flops * result["tokens_per_s"] / matmul if matmul else None,
-        "params": params, "trainable_params": trainable, "prompt_lengths": source,
+        "params": params, "trainable_params": trainable,
+        "example_tokens": {"mean": round(float(np.mean(lengths)), 1), "std": round(float(np.std(lengths)), 1),
+                           "distribution_mean": round(float(stats["mean"]), 1), "from": source},
         "plan": plan.to_dict() if plan else None, "projection": projection,
     }
+
+
+def _checkpointing(lf: dict[str, Any]) -> bool | str:
+    if lf.get("use_unsloth"):  # LLaMA-Factory hands unsloth use_gradient_checkpointing="unsloth" whatever is set
+        return "unsloth (forced by LLaMA-Factory's use_unsloth)"
+    return not lf.get("disable_gradient_checkpointing", False)
 
 
 def _make_adapter(model_dir: Path, lf: dict[str, Any], out: Path) -> Path:
@@ -318,7 +280,7 @@ def run_scoring_bench(config: str | Path, overrides: list[str] | None = None, ex
     if examples < 1:
         raise UserError("--examples: at least 1")
     lf, mr, device, _, data = _setup(config, overrides, device)
-    stats, source = prompt_token_stats(data.path)
+    stats, source = example_token_stats(data.path)
     cutoff = int(arg(lf, "cutoff_len"))
     batch = mr.eval_auc_batch_size
     device_name, _, _ = _device_info(device)
@@ -351,7 +313,7 @@ def run_scoring_bench(config: str | Path, overrides: list[str] | None = None, ex
             "examples_per_s": examples / seconds, "first_batch_seconds": round(first_s, 3),
             "load_and_merge_seconds": round(load_s, 3), "tokens_per_example": float(np.mean([len(p) for p in prompts])),
             "shared_prefix_tokens": SHARED_PREFIX_TOKENS, "peak_memory_gib": round(peak_gib, 3), "params": params,
-            "prompt_lengths": source,
+            "example_tokens_from": source,
             "timing": "score_ids over all prompts after a first batch; tokenization and model loading excluded"}
 
 

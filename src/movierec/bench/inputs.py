@@ -13,6 +13,7 @@ import numpy as np
 
 from movierec.bench.lengths import ANSWER_TOKENS, SHARED_PREFIX_TOKENS, example_lengths
 from movierec.errors import UserError
+from movierec.train.config import arg
 
 IGNORE_INDEX = -100
 
@@ -43,7 +44,7 @@ def pack_examples(data: dict[str, list], lf: dict[str, Any], tokenizer) -> dict[
     from llamafactory.data.loader import _get_dataset_processor
     from llamafactory.hparams import DataArguments
 
-    data_args = DataArguments(cutoff_len=int(lf.get("cutoff_len", 2048)), neat_packing=bool(lf.get("neat_packing")),
+    data_args = DataArguments(cutoff_len=int(arg(lf, "cutoff_len")), neat_packing=bool(lf.get("neat_packing")),
                               packing=True)
     processor = _get_dataset_processor(data_args, "sft", None, tokenizer, None)
     # the examples are tokens already: hand them to the processor in place of the template's encoding

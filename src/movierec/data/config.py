@@ -50,6 +50,9 @@ class DataConfig:
     seed: int = 0
     ranking_users: int = 500
     ranking_negatives: int = 99
+    # a tokenizer (hub id or local folder) to count the examples' tokens with, for manifest.json's
+    # example_lengths (what `bench` and the dry run draw lengths from); null: characters, converted by a rule
+    tokenizer: str | None = None
     instruction: str = ("Given a user's movie ratings, predict whether the user will like the candidate "
                         "movie. Answer Yes or No.")
 

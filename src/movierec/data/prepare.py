@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from movierec.bench.lengths import describe_example_lengths
 from movierec.data import layouts, synth
 from movierec.data.config import DataConfig, load_data_config
 from movierec.data.download import download
@@ -156,6 +157,8 @@ def build(data: MovieLens, cfg: DataConfig,
         # both splits together: what training and evaluation cost
         "history_lengths": _describe(np.concatenate([parts.train.history_len, parts.eval.history_len])),
         "prompt_chars": _describe(np.concatenate([train_chars, eval_chars])),
+        "example_lengths": describe_example_lengths(cfg.tokenizer, [train_lines, eval_lines],
+                                                    np.concatenate([train_chars, eval_chars])),
         "oddities": data.oddities,
     }
     if cfg.ranking_users:

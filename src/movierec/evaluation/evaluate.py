@@ -64,7 +64,8 @@ def score(lf_args: dict[str, Any], adapter: Path | None, records: list[dict], ra
     probs = scorer.score(records, progress=True)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    ranked = scorer.score(ranking, progress=True) if ranking else np.empty(0)
+    # a list's candidates share the user's history: its prefix is computed once per list
+    ranked = scorer.score(ranking, progress=True, group_by="list_id") if ranking else np.empty(0)
     return probs, ranked, seconds, time.perf_counter() - start
 
 

@@ -1,7 +1,9 @@
-"""`movierec recommend`: rank movies for one user by P(Yes), from the user's latest history."""
+"""`movierec recommend`: rank movies by P(Yes) from a user's latest history: one user (printed), or
+every eval user at once (`--users all --out FILE.parquet`: the top K of each, one row per movie)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,12 +36,21 @@ def parse_candidates(text: str) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def candidate_movies(ratings, user_id: int, candidates: str | None, pool: int = DEFAULT_POOL) -> list[int]:
+def candidate_movies(ratings, user_id: int, candidates: str | None, pool: int = DEFAULT_POOL,
+                     popular: list[int] | None = None) -> list[int]:
+    """--candidates, else the `pool` most-rated movies the user has not rated (`popular`: all movies, most
+    rated first, computed once by the caller for many users)."""
     if candidates is not None:
         return parse_candidates(candidates)
     seen = set(ratings.loc[ratings["userId"] == user_id, "movieId"].tolist())
-    popular = ratings["movieId"].value_counts(sort=True)
-    return [int(m) for m in popular.index if m not in seen][:pool]
+    popular = popular if popular is not None else ratings["movieId"].value_counts(sort=True).index.tolist()
+    out = []
+    for m in popular:
+        if m not in seen:
+            out.append(int(m))
+            if len(out) == pool:
+                break
+    return out
 
 
 def build_records(manifest: dict[str, Any], ratings, movies, user_id: int, movie_ids: list[int]) -> list[dict]:
@@ -48,7 +59,7 @@ def build_records(manifest: dict[str, Any], ratings, movies, user_id: int, movie
 
     cfg = manifest["config"]
     history = ratings[ratings["userId"] == user_id].sort_values(["timestamp", "movieId"]).tail(int(cfg["history_len"]))
-    by_id = movies.set_index("movieId")
+    by_id = movies if movies.index.name == "movieId" else movies.set_index("movieId")
     unknown = [m for m in movie_ids if m not in by_id.index]
     if unknown:
         raise UserError(f"--candidates: unknown movie id(s) {', '.join(map(str, unknown[:5]))}")
@@ -60,30 +71,42 @@ def build_records(manifest: dict[str, Any], ratings, movies, user_id: int, movie
             for m in movie_ids]
 
 
-def main(args) -> int:
+def _load(args):
+    """(run's lf_args, checkpoint, data folder, device) of `args`, checked."""
     from movierec.device import resolve_device
-    from movierec.evaluation.scoring import YesNoScorer, load_model_for_scoring
 
     if args.top_k < 1:
         raise UserError("--top-k must be >= 1")
     if args.checkpoint == "all":
         raise UserError("--checkpoint: recommend uses one checkpoint (best, latest or checkpoint-N)")
+    if (args.user is None) == (args.users is None):
+        raise UserError("give --user ID (one user, printed) or --users all --out FILE.parquet (every eval user)")
+    if args.users is not None and (args.users != "all" or not args.out):
+        raise UserError("--users: only `all` (every eval user), with --out FILE.parquet")
+    if args.out and args.users is None:
+        raise UserError("--out: only with --users all (one --user is printed)")
     run = RunDir(args.run).require()
     lf_args = {**run.lf_args(), "model_name_or_path": run.model_path()}
-    which = args.checkpoint
     try:
-        (ckpt,) = run.select(which)
+        (ckpt,) = run.select(args.checkpoint)
     except UserError:
-        if which != "best":
+        if args.checkpoint != "best":
             raise
         (ckpt,) = run.select("latest")  # runs without a tracked best
-    data = run.dataset(args.data)
+    return lf_args, ckpt, run.dataset(args.data), resolve_device(args.device)
+
+
+def main(args) -> int:
+    from movierec.evaluation.scoring import YesNoScorer, load_model_for_scoring
+
+    lf_args, ckpt, data, device = _load(args)
     manifest, ratings, movies = load_catalog(data)
+    if args.users is not None:
+        return recommend_all(args, lf_args, ckpt, data, device, manifest, ratings, movies)
     if not (ratings["userId"] == args.user).any():
         raise UserError(f"--user {args.user}: no ratings for this user in {data.file(data.RATINGS)}")
     movie_ids = candidate_movies(ratings, args.user, args.candidates)
     records = build_records(manifest, ratings, movies, args.user, movie_ids)
-    device = resolve_device(args.device)
     model, tokenizer, template = load_model_for_scoring(lf_args, ckpt, device)
     scorer = YesNoScorer(model, tokenizer, template, int(arg(lf_args, "cutoff_len")))
     probs = scorer.score(records)
@@ -100,4 +123,50 @@ def main(args) -> int:
               "the latest ratings, which may include that movie")
     q = np.quantile(probs, [0, 0.5, 1])
     print(f"P(Yes) over all {len(probs)} candidates: min {q[0]:.3f}, median {q[1]:.3f}, max {q[2]:.3f}")
+    return 0
+
+
+def recommend_all(args, lf_args, ckpt, data: DatasetDir, device: str, manifest, ratings, movies) -> int:
+    """Every eval user's candidates scored in one call (each user's history prefix computed once), the
+    top K per user written to --out as parquet: user_id, rank, movie_id, title, p_yes."""
+    import pandas as pd
+
+    from movierec.evaluation.scoring import (
+        YesNoScorer,
+        eval_records,
+        load_model_for_scoring,
+    )
+    from movierec.folders.io import atomic_write_bytes
+
+    out = Path(args.out)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    if out.suffix != ".parquet":
+        raise UserError(f"--out: expected a .parquet file, got {out}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"--out: {out.parent} is not a folder")
+    users = sorted({int(r["user_id"]) for r in eval_records(lf_args, data)})
+    popular = ratings["movieId"].value_counts(sort=True).index.tolist()
+    by_id = movies.set_index("movieId")
+    per_user = dict(iter(ratings[ratings["userId"].isin(users)].groupby("userId")))  # one pass over the ratings
+    records, owners, candidates = [], [], []
+    for user in users:
+        movie_ids = candidate_movies(per_user[user], user, args.candidates, popular=popular)
+        records += build_records(manifest, per_user[user], by_id, user, movie_ids)
+        owners += [user] * len(movie_ids)
+        candidates += movie_ids
+    model, tokenizer, template = load_model_for_scoring(lf_args, ckpt, device)
+    batch = {"batch_size": args.batch_size} if args.batch_size else {}
+    scorer = YesNoScorer(model, tokenizer, template, int(arg(lf_args, "cutoff_len")), **batch)
+    probs = scorer.score_ids(scorer.encode_many(records), progress=True, groups=owners)
+    table = pd.DataFrame({"user_id": owners, "movie_id": candidates, "p_yes": probs})
+    table = table.sort_values(["user_id", "p_yes"], ascending=[True, False], kind="stable")
+    table["rank"] = table.groupby("user_id").cumcount() + 1
+    table = table[table["rank"] <= args.top_k]
+    table["title"] = by_id.loc[table["movie_id"], "title"].to_numpy()
+    table = table[["user_id", "rank", "movie_id", "title", "p_yes"]].reset_index(drop=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, table.to_parquet(index=False))
+    print(f"top {args.top_k} of {len(records) // max(len(users), 1):,} candidates for each of {len(users):,} eval "
+          f"users ({ckpt.name}): {out}")
     return 0

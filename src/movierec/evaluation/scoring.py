@@ -3,14 +3,16 @@
 P(Yes) = softmax over the "Yes" and "No" logits at the first answer position, from one forward
 pass per batch: prompts are tokenised exactly as LLaMA-Factory's supervised preprocessing
 tokenises them for training (same template, same truncation), batches are length-sorted and
-left-padded with explicit position ids, and only the last position's logits are computed.
+left-padded with explicit position ids, and only the last position's logits are computed. Shared
+prefixes are computed once: the prompts' common prefix always, and per group (a ranking list, a
+user's candidates) the group's own, which holds the user's history.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
 
@@ -74,51 +76,83 @@ class YesNoScorer:
         finally:
             self.tokenizer = real
 
-    def score_ids(self, prompts: list[list[int]], progress: bool = False) -> np.ndarray:
-        """P(Yes) per prompt. The prompts' common prefix (system prompt, instruction, headings) is
-        run once and its KV cache reused by every batch; batches are length-sorted and left-padded."""
+    def score_ids(self, prompts: list[list[int]], progress: bool = False,
+                  groups: Sequence[Hashable] | None = None) -> np.ndarray:
+        """P(Yes) per prompt. The prompts' common prefix (system prompt, instruction, headings) is run
+        once and its KV cache reused by every batch; with `groups` (a key per prompt, e.g. a ranking
+        list or a user), each group's own longer common prefix (the user's history) is run once more,
+        from that cache, and reused by the group's batches. Batches are length-sorted and left-padded."""
         import torch
         from tqdm.auto import tqdm
 
-        prefix_len = _common_prefix_len(prompts)
-        order = np.argsort([len(p) for p in prompts], kind="stable")[::-1]  # longest first: OOM early
+        keys = groups if groups is not None else [None] * len(prompts)
+        members: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(keys):
+            members.setdefault(key, []).append(i)
+        global_len = _common_prefix_len(prompts)
         out = np.empty(len(prompts), dtype=np.float64)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        n_batches = sum(-(-len(idx) // self.batch_size) for idx in members.values())
         try:
-            with torch.inference_mode():
-                prefix_cache = None
-                if prefix_len:
-                    prefix = torch.tensor([prompts[0][:prefix_len]], device=device)
-                    prefix_cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
-                for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
-                    suffixes = [prompts[i][prefix_len:] for i in idx]
-                    width = max(len(x) for x in suffixes)
-                    ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                    mask = torch.zeros((len(idx), prefix_len + width), dtype=torch.long)
-                    mask[:, :prefix_len] = 1
-                    for row, suffix in enumerate(suffixes):  # left padding: the last position is the answer's
-                        ids[row, width - len(suffix):] = torch.tensor(suffix)
-                        mask[row, prefix_len + width - len(suffix):] = 1
-                    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_len:]  # as without padding
-                    cache = None
-                    if prefix_cache is not None:
-                        cache = copy.deepcopy(prefix_cache)
-                        cache.batch_repeat_interleave(len(idx))
-                    logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                        position_ids=positions.to(device), past_key_values=cache,
-                                        use_cache=cache is not None, logits_to_keep=1).logits[:, -1, :]
-                    pair = logits[:, [self.yes_id, self.no_id]].float()
-                    out[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
+            with torch.inference_mode(), tqdm(total=n_batches, desc="scoring", unit="batch", disable=not progress) as bar:
+                global_cache = self._extend(None, prompts[0][:global_len], 0, device) if global_len else None
+                for idx in members.values():
+                    group = [prompts[i] for i in idx]
+                    group_len = _common_prefix_len(group, minimum=global_len + 1) if groups is not None else 0
+                    cache, prefix_len = global_cache, global_len
+                    if group_len > global_len:
+                        cache = self._extend(global_cache, group[0][global_len:group_len], global_len, device)
+                        prefix_len = group_len
+                    order = np.array(idx)[np.argsort([len(p) for p in group], kind="stable")[::-1]]  # longest first
+                    for start in range(0, len(order), self.batch_size):
+                        batch = order[start:start + self.batch_size]
+                        out[batch] = self._score_batch([prompts[i][prefix_len:] for i in batch], prefix_len, cache,
+                                                       device)
+                        bar.update(1)
         finally:
             self.model.train(was_training)
         return out
 
-    def score(self, records: Iterable[dict[str, Any]], progress: bool = False) -> np.ndarray:
-        return self.score_ids(self.encode_many(list(records)), progress=progress)
+    def _extend(self, cache, ids: list[int], start: int, device):
+        """The KV cache of `ids` at positions start.. after `cache` (None: from position 0); `cache` is kept."""
+        import torch
+
+        cache = copy.deepcopy(cache) if cache is not None else None
+        positions = torch.arange(start, start + len(ids), device=device)[None]
+        return self.model(input_ids=torch.tensor([ids], device=device), position_ids=positions, past_key_values=cache,
+                          use_cache=True, logits_to_keep=1).past_key_values
+
+    def _score_batch(self, suffixes: list[list[int]], prefix_len: int, prefix_cache, device) -> np.ndarray:
+        """P(Yes) of each prefix + suffix, the suffixes left-padded after the (cached) prefix."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(len(x) for x in suffixes)
+        ids = torch.full((len(suffixes), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(suffixes), prefix_len + width), dtype=torch.long)
+        mask[:, :prefix_len] = 1
+        for row, suffix in enumerate(suffixes):  # left padding: the last position is the answer's
+            ids[row, width - len(suffix):] = torch.tensor(suffix)
+            mask[row, prefix_len + width - len(suffix):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_len:]  # as without padding
+        cache = None
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(suffixes))
+        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                            position_ids=positions.to(device), past_key_values=cache,
+                            use_cache=cache is not None, logits_to_keep=1).logits[:, -1, :]
+        pair = logits[:, [self.yes_id, self.no_id]].float()
+        return torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
+
+    def score(self, records: Iterable[dict[str, Any]], progress: bool = False,
+              group_by: str | None = None) -> np.ndarray:
+        """P(Yes) per record; `group_by` names the field whose records share a prompt prefix (see score_ids)."""
+        records = list(records)
+        groups = [r[group_by] for r in records] if group_by else None
+        return self.score_ids(self.encode_many(records), progress=progress, groups=groups)
 
 
 class _RecordingTokenizer:

@@ -23,7 +23,8 @@ class StepTimerCallback(TrainerCallback):
 
     The report derives first-step, stabilised and peak speed from it; trainer_log.jsonl only
     has cumulative time at logging steps. With packing a batch holds packed sequences, whose
-    example count varies: the line says `"sequences"` instead of `"examples"`.
+    example count varies: the line says `"sequences"` instead of `"examples"`. On a GPU the clock
+    synchronises at logging steps only (see on_step_end).
     """
 
     def __init__(self, output_dir: str, per_step: int, unit: str = "examples"):
@@ -39,8 +40,12 @@ class StepTimerCallback(TrainerCallback):
             return
         import torch
 
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()  # count the queued optimizer update in this step, not the next
+        # Synchronise only where the Trainer syncs anyway (a logging step reads the loss) and at the end: a
+        # sync every step would stop the host from queuing the next step while the GPU runs this one. Between
+        # syncs a step's time is the host's; their sum up to a synchronised step is exact.
+        synced = state.global_step >= state.max_steps or state.global_step % max(int(state.logging_steps or 1), 1) == 0
+        if synced and torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
         line = {"step": state.global_step, "seconds": round(time.perf_counter() - self._t0, 5),
                 self.unit: self.per_step}
         with open(self.path, "a", encoding="utf-8") as f:

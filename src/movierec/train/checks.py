@@ -117,6 +117,14 @@ def check_early_stopping(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
 OPTIONAL_PACKAGES = {
     ("enable_liger_kernel", True): ("liger_kernel", "pip install liger-kernel"),
     ("flash_attn", "fa2"): ("flash_attn", "pip install flash-attn --no-build-isolation (a build for your torch and CUDA)"),
+    # unsloth's metadata excludes datasets 4.0 (which LLaMA-Factory 0.9.5 pins): install without its dependencies
+    ("use_unsloth", True): ("unsloth", "pip install --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9 (offline: "
+                                       "the wheels that scripts/offline_wheels.sh puts in .whl/)"),
+}
+# Levers that run only on a GPU: key, value -> why.
+GPU_ONLY = {
+    ("use_unsloth", True): "unsloth's kernels are Triton kernels for CUDA GPUs",
+    ("enable_liger_kernel", True): "Liger's kernels are Triton kernels for GPUs",
 }
 
 
@@ -128,6 +136,21 @@ TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", 
 
 def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def check_device_levers(args: dict[str, Any], device: str) -> list[str]:
+    """Levers the chosen device cannot run (each would fail after the model is loaded): one line each."""
+    problems = [f"{key}: {_to_text(value)} cannot run on {device}: {why}; use --device cuda or drop {key}"
+                for (key, value), why in GPU_ONLY.items() if args.get(key) == value and device != "cuda"]
+    if str(args.get("optim", "")).endswith("_fused"):
+        import torch
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        supported = _get_fused_kernels_supported_devices()
+        if device not in supported:
+            problems.append(f"optim: {args['optim']} needs torch's fused AdamW kernels, which torch {torch.__version__} "
+                            f"has for {', '.join(supported)}, not {device}: use optim: adamw_torch")
+    return problems
 
 
 def check_levers(args: dict[str, Any]) -> list[str]:

@@ -113,6 +113,7 @@ def launch(run: RunDir, args, device: str, launch_dir: Path, verbose: bool) -> i
 def main(args) -> int:
     from movierec.device import apply_device, planned_device, resolve_device
     from movierec.models.params import count_for_config
+    from movierec.train.checks import check_device_levers
     from movierec.train.config import (
         check_run_name,
         check_with_llamafactory,
@@ -151,7 +152,7 @@ def main(args) -> int:
     if args.dry_run and device == "cuda" and resolve_device("auto") != "cuda":  # planning a GPU run on a CPU:
         # LLaMA-Factory's checks minus the precision this machine cannot have
         checked = dict(apply_device(RunConfig(lf_args), "cpu")[0].llamafactory)
-    problems = check_with_llamafactory(checked)
+    problems = check_device_levers(lf_args, device) or check_with_llamafactory(checked)  # the device's first
     if problems:
         raise UserError("\n".join(problems))
     if resume is not None:

@@ -92,10 +92,10 @@ def train_plan(lf: Mapping[str, Any], n_examples: int, world_size: int = 1,
         n_examples = min(n_examples, int(arg(lf, "max_samples")))
     rows, packing = n_examples, None
     if arg(lf, "packing") or arg(lf, "neat_packing"):
-        from movierec.bench.lengths import packing_plan, prompt_token_stats
+        from movierec.bench.lengths import example_token_stats, packing_plan
 
         folder = data.path if data is not None else arg(lf, "dataset_dir")
-        packing = PackingPlan(**packing_plan(lf, n_examples, *prompt_token_stats(folder)))
+        packing = PackingPlan(**packing_plan(lf, n_examples, *example_token_stats(folder)))
         rows = packing.sequences
     per_device, accum = int(arg(lf, "per_device_train_batch_size")), int(arg(lf, "gradient_accumulation_steps"))
     batches = math.ceil(rows / (per_device * world_size))
