@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from movierec.data import layouts, synth
+from movierec.data import hybrid, layouts, synth
 from movierec.data.config import DataConfig, load_data_config
 from movierec.data.download import download
 from movierec.data.movielens import GENRES, MOVIE, RATING, TIMESTAMP, TITLE, USER, MovieLens
@@ -124,10 +124,11 @@ def build(data: MovieLens, cfg: DataConfig,
     when the input came with the generator's truth)."""
     r = data.ratings
     user, ts = r[USER].to_numpy(), r[TIMESTAMP].to_numpy()
-    parts = split(user, ts, cfg)
+    parts, extra, prompt_options = hybrid.apply(r, split(user, ts, cfg), cfg)
     warm = np.isin(user[parts.eval.target], user[parts.train.target])
-    train_lines, train_label, train_chars = _records(data, parts.train, np.ones(cfg.n_train, dtype=bool), cfg)
-    eval_lines, eval_label, eval_chars = _records(data, parts.eval, warm, cfg)
+    train_lines, train_label, train_chars = _records(data, parts.train, np.ones(cfg.n_train, dtype=bool), cfg,
+                                                     extra["train"])
+    eval_lines, eval_label, eval_chars = _records(data, parts.eval, warm, cfg, extra["eval"])
     eval_users = user[parts.eval.target]
     d = DatasetDir
     files = {d.jsonl_name(d.TRAIN_NAME): train_lines, d.jsonl_name(d.EVAL_NAME): eval_lines,
@@ -148,6 +149,7 @@ def build(data: MovieLens, cfg: DataConfig,
         # both splits together: what training and evaluation cost
         "history_lengths": _describe(np.concatenate([parts.train.history_len, parts.eval.history_len])),
         "prompt_chars": _describe(np.concatenate([train_chars, eval_chars])),
+        "prompt_options": prompt_options,
         "oddities": data.oddities,
     }
     if cfg.ranking_users:
@@ -158,9 +160,10 @@ def build(data: MovieLens, cfg: DataConfig,
     return files, summary
 
 
-def _records(data: MovieLens, ex: Examples, warm: np.ndarray,
-             cfg: DataConfig) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """JSONL bytes of one split, its labels, and its prompt lengths in characters."""
+def _records(data: MovieLens, ex: Examples, warm: np.ndarray, cfg: DataConfig,
+             extra: tuple = (None, ())) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """JSONL bytes of one split, its labels, and its prompt lengths in characters (`extra`: the hybrid
+    options' lines, see hybrid.apply)."""
     r, movies = data.ratings, data.movies
     movie_ids = movies[MOVIE].to_numpy()
     titles = movies[TITLE].to_numpy(zero_copy_only=False)
@@ -170,7 +173,7 @@ def _records(data: MovieLens, ex: Examples, warm: np.ndarray,
     target_pos = np.searchsorted(movie_ids, movie[tgt])  # every rated movie is in movies (see load)
     history_pos = np.searchsorted(movie_ids, movie[ex.history])
     inputs = render_inputs(ex.owner, titles[history_pos], rating[ex.history], titles[target_pos],
-                           genres[target_pos], cfg.like_threshold).tolist()
+                           genres[target_pos], cfg.like_threshold, *extra).tolist()
     label = rating[tgt] >= cfg.like_threshold
     columns = zip(inputs, label.tolist(), r[USER].to_numpy()[tgt].tolist(), movie[tgt].tolist(),
                   r[TIMESTAMP].to_numpy()[tgt].tolist(), rating[tgt].tolist(), ex.history_len.tolist(),
