@@ -20,6 +20,7 @@ from movierec.train.config import load_yaml, parse_fields, parse_overrides
 
 ML25M_URL = "https://files.grouplens.org/datasets/movielens/ml-25m.zip"
 ML25M_MD5 = "6b51fb2759a8657d3bfcbfc42b592ada"
+HISTORY_SELECT = ("recent", "relevant")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class DataConfig:
     # a tokenizer (hub id or local folder) to count the examples' tokens with, for manifest.json's
     # example_lengths (what `bench` and the dry run draw lengths from); null: characters, converted by a rule
     tokenizer: str | None = None
+    # hybrid prompt options (data/hybrid.py); all off: the reference prompt
+    history_select: str = "recent"
+    candidate_stats: bool = False
+    user_stats: bool = False
+    cf_score: bool = False
     instruction: str = ("Given a user's movie ratings, predict whether the user will like the candidate "
                         "movie. Answer Yes or No.")
 
@@ -100,6 +106,8 @@ def _check_values(c: DataConfig) -> list[str]:
         ("ranking_users", c.ranking_users, c.ranking_users >= 0, "must be at least 0"),
         ("ranking_negatives", c.ranking_negatives, c.ranking_negatives >= 0, "must be at least 0"),
         ("input", c.input, c.input.strip(), "must not be empty"),
+        ("history_select", c.history_select, c.history_select in HISTORY_SELECT,
+         f"must be one of {', '.join(HISTORY_SELECT)}"),
     ]
     if c.synth:
         checks += [(f"synth.{k}", getattr(c.synth, k), getattr(c.synth, k) >= 1, "must be at least 1")

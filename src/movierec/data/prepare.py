@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from movierec.bench.lengths import describe_example_lengths
-from movierec.data import layouts, synth
+from movierec.data import hybrid, layouts, synth
 from movierec.data.config import DataConfig, load_data_config
 from movierec.data.download import download
 from movierec.data.movielens import (
@@ -133,10 +133,11 @@ def build(data: MovieLens, cfg: DataConfig,
     when the input came with the generator's truth)."""
     r = data.ratings
     user, ts = r[USER].to_numpy(), r[TIMESTAMP].to_numpy()
-    parts = split(user, ts, cfg)
+    parts, extra, prompt_options = hybrid.apply(r, split(user, ts, cfg), cfg)
     warm = np.isin(user[parts.eval.target], user[parts.train.target])
-    train_lines, train_label, train_chars = _records(data, parts.train, np.ones(cfg.n_train, dtype=bool), cfg)
-    eval_lines, eval_label, eval_chars = _records(data, parts.eval, warm, cfg)
+    train_lines, train_label, train_chars = _records(data, parts.train, np.ones(cfg.n_train, dtype=bool), cfg,
+                                                     extra["train"])
+    eval_lines, eval_label, eval_chars = _records(data, parts.eval, warm, cfg, extra["eval"])
     eval_users = user[parts.eval.target]
     d = DatasetDir
     files = {d.jsonl_name(d.TRAIN_NAME): train_lines, d.jsonl_name(d.EVAL_NAME): eval_lines,
@@ -159,6 +160,7 @@ def build(data: MovieLens, cfg: DataConfig,
         "prompt_chars": _describe(np.concatenate([train_chars, eval_chars])),
         "example_lengths": describe_example_lengths(cfg.tokenizer, [train_lines, eval_lines],
                                                     np.concatenate([train_chars, eval_chars])),
+        "prompt_options": prompt_options,
         "oddities": data.oddities,
     }
     if cfg.ranking_users:
@@ -169,9 +171,10 @@ def build(data: MovieLens, cfg: DataConfig,
     return files, summary
 
 
-def _records(data: MovieLens, ex: Examples, warm: np.ndarray,
-             cfg: DataConfig) -> tuple[bytes, np.ndarray, np.ndarray]:
-    """JSONL bytes of one split, its labels, and its prompt lengths in characters."""
+def _records(data: MovieLens, ex: Examples, warm: np.ndarray, cfg: DataConfig,
+             extra: tuple = (None, ())) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """JSONL bytes of one split, its labels, and its prompt lengths in characters (`extra`: the hybrid
+    options' lines, see hybrid.apply)."""
     r, movies = data.ratings, data.movies
     movie_ids = movies[MOVIE].to_numpy()
     titles = movies[TITLE].to_numpy(zero_copy_only=False)
@@ -181,7 +184,7 @@ def _records(data: MovieLens, ex: Examples, warm: np.ndarray,
     target_pos = np.searchsorted(movie_ids, movie[tgt])  # every rated movie is in movies (see load)
     history_pos = np.searchsorted(movie_ids, movie[ex.history])
     inputs = render_inputs(ex.owner, titles[history_pos], rating[ex.history], titles[target_pos],
-                           genres[target_pos], cfg.like_threshold).tolist()
+                           genres[target_pos], cfg.like_threshold, *extra).tolist()
     label = rating[tgt] >= cfg.like_threshold
     columns = zip(inputs, label.tolist(), r[USER].to_numpy()[tgt].tolist(), movie[tgt].tolist(),
                   r[TIMESTAMP].to_numpy()[tgt].tolist(), rating[tgt].tolist(), ex.history_len.tolist(),
