@@ -81,7 +81,7 @@ def paired(labels: np.ndarray, probs: np.ndarray, other: np.ndarray, users: np.n
     """`probs` minus the baseline's `other` on the same examples and user resamples (seed 0, as every interval)."""
     from movierec.metrics import paired_bootstrap
 
-    return {"baseline": baseline, "examples": int(len(labels)),
+    return {"baseline": baseline, "examples": len(labels),
             "comparison": paired_bootstrap(labels, probs, other, users, n_boot=n_boot, seed=0)}
 
 
