@@ -118,10 +118,14 @@ def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run,
 
     run = tmp_path / "run"
     shutil.copytree(demo_run, run)  # a copy: this test's evaluations must not change the shared run
-    assert main(["evaluate", "--run", str(run), "--checkpoint", "latest,base", "--device", "cpu",
-                 "--bootstrap", "200"]) == 0
-    m = json.loads((run / "metrics.json").read_text())
     data = DatasetDir(yaml_paths(run)["dataset_dir"])
+    # baselines first (beside the shared data, not in it): evaluate compares with them and blends with mf
+    baselines = tmp_path / "b" / "baselines.json"
+    assert main(["baselines", "--data", str(data.path), "--out", str(baselines), "--bootstrap", "100"]) == 0
+    assert main(["evaluate", "--run", str(run), "--checkpoint", "latest,base", "--device", "cpu",
+                 "--bootstrap", "200", "--baselines", str(baselines)]) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    check_comparisons(m, run, baselines)
     lists = [json.loads(line) for line in data.file(data.RANKING).read_text().splitlines()]
     assert m["checkpoint"] == "checkpoint-8" and m["zero_shot"]["checkpoint"] == "base"
     from conftest import unowned_files
@@ -135,30 +139,34 @@ def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run,
     assert [(s["list_id"], s["movie_id"]) for s in scored] == [(c["list_id"], c["movie_id"]) for c in lists]
     base_auc = m["zero_shot"]["metrics"]["overall"]["auc"]
     assert base_auc != m["metrics"]["overall"]["auc"]  # the adapter changes the scores
-    # evaluating a fine-tuned checkpoint later keeps the zero-shot results beside it
+    # the report renders evaluate's numbers: zero-shot, the blend, baselines with their ranking rows, and the
+    # paired comparisons on the same examples
+    assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 0
+    report = (run / "report.md").read_text()
+    assert "LLM zero-shot (base model)" in report and "### LLM vs the Best Baseline" in report
+    best = max(json.loads(baselines.read_text())["baselines"].items(), key=lambda kv: kv[1]["overall"]["auc"])[0]
+    assert f"the fine-tuned LLM minus `{best}`" in report and f"the llm+mf blend minus `{best}`" in report
+    assert f"| llm+mf blend (w = {m['blend']['weight']:.2f}) | overall |" in report
+    assert f"{m['paired']['comparison']['auc']['diff']:+.4f}" in report.split("### LLM vs the Best Baseline")[1]
+    ranking_table = report.split("### Ranking")[1].split("###")[0]
+    assert "baseline: mf" in ranking_table and "LLM zero-shot" in ranking_table
+
+    # evaluating a fine-tuned checkpoint later keeps the zero-shot results beside it; the comparisons belong to
+    # the checkpoint scored with them (the data folder holds no baselines.json: none now)
     assert main(["evaluate", "--run", str(run), "--checkpoint", "checkpoint-4", "--device", "cpu",
                  "--bootstrap", "0"]) == 0
     m = json.loads((run / "metrics.json").read_text())
     assert m["zero_shot"]["metrics"]["overall"]["auc"] == base_auc and m["checkpoint"] == "checkpoint-4"
     assert m["metrics"]["overall"]["auc_ci95"] is None and {"base", "checkpoint-4", "checkpoint-8"} <= set(
         m["per_checkpoint"])
-
-    # the report: zero-shot, baselines with their ranking rows, and the paired comparison on the same examples
-    baselines = tmp_path / "b" / "baselines.json"
-    assert main(["baselines", "--data", str(data.path), "--out", str(baselines), "--bootstrap", "100"]) == 0
-    assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 0
-    report = (run / "report.md").read_text()
-    assert "LLM zero-shot (base model)" in report and "### LLM vs the Best Baseline" in report
-    best = max(json.loads(baselines.read_text())["baselines"].items(), key=lambda kv: kv[1]["overall"]["auc"])[0]
-    assert f"the fine-tuned LLM minus `{best}`" in report
-    ranking_table = report.split("### Ranking")[1].split("###")[0]
-    assert "baseline: mf" in ranking_table and "LLM zero-shot" in ranking_table
+    assert m["paired"] is None and m["blend"] is None
 
     # broken or foreign baselines files: one line, exit 2, or left out with the reason
     predictions = baselines.parent / "baselines_predictions.jsonl"
     good = predictions.read_text()
     predictions.write_text(good[: len(good) // 2])  # cut mid-line
-    assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 2
+    assert main(["evaluate", "--run", str(run), "--checkpoint", "checkpoint-4", "--device", "cpu", "--bootstrap", "0",
+                 "--no-ranking", "--max-examples", "40", "--baselines", str(baselines)]) == 2
     predictions.write_text(good)
     record = json.loads(baselines.read_text())
     baselines.write_text(json.dumps({"baselines": {"gbdt": {}}}))
@@ -167,6 +175,41 @@ def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run,
     assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 0
     report = (run / "report.md").read_text()
     assert "was computed on other prepared data than the LLM's metrics" in report and "baseline: mf" not in report
+
+
+def check_comparisons(m, run, baselines):
+    """metrics.json's paired comparisons and blend equal a direct recomputation from the per-example files."""
+    import pandas as pd
+
+    from movierec.evaluation.blend import blend
+    from movierec.evaluation.metrics import compute_metrics, paired_bootstrap
+
+    both = pd.read_json(run / "predictions.jsonl", lines=True).merge(
+        pd.read_json(baselines.parent / "baselines_predictions.jsonl", lines=True).drop(columns="label"),
+        on=["user_id", "movie_id"])
+    best = max(json.loads(baselines.read_text())["baselines"].items(), key=lambda kv: kv[1]["overall"]["auc"])[0]
+    assert len(both) == m["n"] and m["paired"]["baseline"] == best == m["blend"]["paired"]["baseline"]
+    y, users = both.label.to_numpy(), both.user_id.to_numpy()
+    direct = paired_bootstrap(y, both.p_yes, both[best], users, n_boot=200, seed=0)
+    assert close(m["paired"]["comparison"], direct)
+    p = blend(both.p_yes, both.mf, m["blend"]["weight"])
+    assert close(m["blend"]["paired"]["comparison"], paired_bootstrap(y, p, both[best], users, n_boot=200, seed=0))
+    assert close(m["blend"]["metrics"], compute_metrics(y, p, users, both.warm, n_boot=200))
+    b = m["blend"]
+    assert b["name"] == "llm+mf" and 0 <= b["weight"] <= 1 and b["validation"]["n"] > 20
+    assert b["validation"]["mf_auc"] > 0.6 and b["metrics"]["overall"]["auc"] > 0.6  # sane on the fixture data
+
+
+def close(a, b) -> bool:
+    """Equal JSON trees, numbers to 1e-9 (the files hold P(Yes) as float32 and float64 reprs)."""
+    a, b = json.loads(json.dumps(a)), json.loads(json.dumps(b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a))
+    return a == b
 
 
 def yaml_paths(run):

@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, help="user-level bootstrap resamples for 95%% intervals "
                    "(0: none)")
     p.add_argument("--no-ranking", action="store_true", help="skip the prepared ranking lists")
+    p.add_argument("--baselines", metavar="FILE", help="baselines.json (with its per-example files beside it) for "
+                   "the paired comparison and the llm+mf blend (default: DATA/baselines.json, when present)")
 
     p = sub.add_parser("baselines", help="classical recommenders on the same eval examples")
     p.add_argument("--data", required=True, help="prepared data folder (with manifest.json)")

@@ -1,7 +1,7 @@
 """`movierec demo`: every stage end to end on CPU, offline, in a few minutes.
 
-tiny Qwen3 -> synthetic MovieLens + prepare -> 4-bit QLoRA training -> evaluate -> baselines
--> report -> recommend. Each step is the same command a user would type.
+tiny Qwen3 -> synthetic MovieLens + prepare -> 4-bit QLoRA training -> baselines -> evaluate
+(with the paired comparison and the llm+mf blend) -> report -> recommend. Each step is the same command a user would type.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ def main(args) -> int:
     _step("train", ["train", "--config", "configs/demo_tiny.yaml", "--run-name", "demo", "--device", "cpu",
                     "--override", f"output_dir={run}", "--override", f"dataset_dir={data}",
                     "--override", f"model_name_or_path={model}", *_overrides(args.override), "--overwrite"])
-    _step("evaluate", ["evaluate", "--run", str(run), "--checkpoint", "all,base", "--device", "cpu"])
+    # baselines first: evaluate compares the LLM with them and blends it with mf
     _step("baselines", ["baselines", "--data", str(data)])
+    _step("evaluate", ["evaluate", "--run", str(run), "--checkpoint", "all,base", "--device", "cpu"])
     _step("report", ["report", "--run", str(run)])
     from movierec.folders.datadir import DatasetDir
 
@@ -50,7 +51,8 @@ def main(args) -> int:
 
 def summary(run: Path, data: Path) -> str:
     """Did the model learn? Training loss first -> last, then every model on the same eval examples and
-    ranking lists: AUC with its 95% interval, UAUC, HR@10, NDCG@10."""
+    ranking lists: AUC with its 95% interval, UAUC, HR@10, NDCG@10; then the LLM's and the llm+mf blend's
+    paired AUC difference from the best baseline."""
     from movierec.folders.datadir import DatasetDir
     from movierec.folders.rundir import RunDir
 
@@ -61,6 +63,9 @@ def summary(run: Path, data: Path) -> str:
     rows = [(f"LLM fine-tuned ({metrics['checkpoint']})", metrics["metrics"], metrics.get("ranking"))]
     if metrics.get("zero_shot"):
         rows.append(("LLM zero-shot (base model)", metrics["zero_shot"]["metrics"], metrics["zero_shot"].get("ranking")))
+    blend = metrics.get("blend")
+    if blend:
+        rows.append((f"LLM+mf blend (w = {blend['weight']:.2f})", blend["metrics"], None))
     rows += [(f"baseline: {name}", blocks, blocks.get("ranking")) for name, blocks in baselines["baselines"].items()]
     if baselines.get("oracle"):
         rows.append(("oracle (true probabilities)", baselines["oracle"]["metrics"], None))
@@ -73,6 +78,12 @@ def summary(run: Path, data: Path) -> str:
         ci = o.get("auc_ci95")
         auc = f"{_num(o.get('auc'))}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else " " * 15)
         lines.append(f"{name:<32} {auc:>21} {_num(o.get('uauc'))} {_num(r.get('hr@10'))} {_num(r.get('ndcg@10'), 7)}")
+    for name, pair in (("LLM fine-tuned", metrics.get("paired")), ("LLM+mf blend", (blend or {}).get("paired"))):
+        if pair:
+            d = pair["comparison"]["auc"]
+            ci = d.get("diff_ci95")
+            lines.append(f"{name} minus the best baseline ({pair['baseline']}): AUC {d['diff']:+.3f}"
+                         + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}] (paired bootstrap)" if ci else ""))
     return "\n".join(lines)
 
 

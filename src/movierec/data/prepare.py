@@ -43,8 +43,8 @@ from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 
 # bump when the output format changes, so old outputs count as stale (3: manifest files hold size + sha256;
-# titles' line breaks become spaces)
-FORMAT_VERSION = 4
+# titles' line breaks become spaces; 5: the validation examples)
+FORMAT_VERSION = 5
 
 
 def main(args: argparse.Namespace) -> int:
@@ -142,19 +142,24 @@ def build(data: MovieLens, cfg: DataConfig,
     d = DatasetDir
     files = {d.jsonl_name(d.TRAIN_NAME): train_lines, d.jsonl_name(d.EVAL_NAME): eval_lines,
              d.RATINGS: _parquet(r), d.MOVIES: _parquet(data.movies)}
+    n_valid = len(parts.valid.target)
+    if n_valid:  # built as train examples are (split.py); evaluate picks its blend weight on them
+        files[d.VALID], valid_label, _ = _records(data, parts.valid, np.ones(n_valid, dtype=bool), cfg)
     summary = {
         "cutoff_timestamp": parts.cutoff,
         "cutoff_utc": datetime.fromtimestamp(parts.cutoff, tz=UTC).isoformat(),
         "counts": {"ratings": r.num_rows, "users": _n_unique(user), "movies": data.movies.num_rows,
                    "rated_movies": _n_unique(r[MOVIE].to_numpy()),
                    "eligible_train": parts.eligible_train, "eligible_eval": parts.eligible_eval,
-                   "train": cfg.n_train, "eval": cfg.n_eval},
+                   "train": cfg.n_train, "eval": cfg.n_eval,
+                   "eligible_valid": parts.eligible_valid, "valid": n_valid},
         "splits": {
             "train": {"positive_rate": _round(train_label.mean()), "users": _n_unique(user[parts.train.target])},
             "eval": {"positive_rate": _round(eval_label.mean()), "users": _n_unique(eval_users),
                      "warm_share": _round(warm.mean()), "cold_share": _round(1 - warm.mean()),
                      "warm_users": _n_unique(eval_users[warm])},
         },
+        "valid_from_timestamp": parts.valid_from,
         # both splits together: what training and evaluation cost
         "history_lengths": _describe(np.concatenate([parts.train.history_len, parts.eval.history_len])),
         "prompt_chars": _describe(np.concatenate([train_chars, eval_chars])),
@@ -163,6 +168,9 @@ def build(data: MovieLens, cfg: DataConfig,
         "prompt_options": prompt_options,
         "oddities": data.oddities,
     }
+    if n_valid:
+        summary["splits"]["valid"] = {"positive_rate": _round(valid_label.mean()),
+                                      "users": _n_unique(user[parts.valid.target])}
     if cfg.ranking_users:
         files[d.RANKING], summary["ranking"] = ranking_lines(data, parts.eval.target, eval_label, cfg)
     if truth is not None:

@@ -14,6 +14,11 @@ Rows are ratings sorted by (userId, timestamp, movieId) (see layouts.load).
   are the user's past at the time of the target, which is what a deployed model would see.
 - Sampling: `n_train` and `n_eval` targets uniformly without replacement from the eligible ones,
   with independent streams from `seed` (changing n_train leaves the eval set unchanged).
+- Validation (for choosing `evaluate`'s blend weight, never for training): up to n_eval eligible targets
+  from the last VALID_SHARE of pre-cutoff time, [valid_from, cutoff), that the LLM never saw: neither a
+  train target nor in any train example's history. Built as train examples are (their own stream from
+  `seed`, so train and eval stay the same). The baselines fit their models before valid_from, so their
+  scores there are out-of-sample too (baselines/__init__.py).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import numpy as np
 
 from movierec.data.config import DataConfig
 from movierec.errors import UserError
+
+VALID_SHARE = 0.1  # last share of pre-cutoff time holding the validation targets (the baselines' fit window)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class Split:
     eval: Examples
     eligible_train: int
     eligible_eval: int
+    valid: Examples
+    valid_from: int
+    eligible_valid: int
 
 
 def split(user: np.ndarray, ts: np.ndarray, cfg: DataConfig) -> Split:
@@ -68,8 +78,20 @@ def split(user: np.ndarray, ts: np.ndarray, cfg: DataConfig) -> Split:
     train = np.random.default_rng([cfg.seed, 0]).choice(train_pool, cfg.n_train, replace=False)
     train_ex = _examples(train, second_start[train], earlier[train], cfg.history_len)
     chosen = np.random.default_rng([cfg.seed, 1]).choice(eval_pool, cfg.n_eval, replace=False)
+    valid_from = window_start(ts[ts < cutoff])
+    seen = np.zeros(n, dtype=bool)  # rows the LLM reads in training, as a target or in a history
+    seen[train_ex.target] = seen[train_ex.history] = True
+    valid_pool = np.flatnonzero(eligible & (ts >= valid_from) & (ts < cutoff) & ~seen)
+    valid = np.random.default_rng([cfg.seed, 2]).choice(valid_pool, min(cfg.n_eval, len(valid_pool)), replace=False)
     return Split(cutoff, train_ex, _eval_examples(chosen, cfg, second_start, user_start, n),
-                 len(train_pool), len(eval_pool))
+                 len(train_pool), len(eval_pool),
+                 _examples(valid, second_start[valid], earlier[valid], cfg.history_len), valid_from, len(valid_pool))
+
+
+def window_start(pre_cutoff_ts: np.ndarray) -> int:
+    """Start of the last VALID_SHARE of pre-cutoff timestamps: validation targets and the baselines' fit rows
+    lie at or after it, and the baselines' validation-side models are fitted on ratings before it."""
+    return int(np.quantile(np.asarray(pre_cutoff_ts), 1 - VALID_SHARE))
 
 
 def _eval_examples(chosen: np.ndarray, cfg: DataConfig, second_start: np.ndarray, user_start: np.ndarray,

@@ -4,6 +4,10 @@ Writes metrics.json (AUC, UAUC, log loss, ... with user-level bootstrap interval
 over the prepared ranking lists), predictions.jsonl and ranking_predictions.jsonl (per example /
 candidate, for paired comparisons). `--checkpoint base` scores the base model without the adapter
 (zero-shot), kept as `zero_shot` beside the fine-tuned results: evaluating one does not erase the other.
+
+When `movierec baselines` has run on the data (or --baselines names its file), metrics.json also holds
+`paired` (the fine-tuned LLM minus the best baseline, paired bootstrap) and `blend` (llm+mf, its weight
+picked on the validation examples, with its metrics and its own paired comparison): see compare.py.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from movierec.errors import UserError
+from movierec.evaluation import compare
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.rundir import RunDir
 from movierec.train.config import arg
@@ -54,8 +59,8 @@ def select(run: RunDir, which: str) -> list[tuple[str, Path | None]]:
 
 
 def score(lf_args: dict[str, Any], adapter: Path | None, records: list[dict], ranking: list[dict], device: str,
-          batch_size: int) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """P(Yes) per eval record and per ranking candidate, and the seconds each took."""
+          batch_size: int, valid: list[dict] = ()) -> tuple[np.ndarray, np.ndarray, float, float, np.ndarray]:
+    """P(Yes) per eval record and per ranking candidate, the seconds each took, and P(Yes) per `valid` record."""
     from movierec.evaluation.scoring import YesNoScorer, load_model_for_scoring
 
     model, tokenizer, template = load_model_for_scoring(lf_args, adapter, device)
@@ -66,12 +71,20 @@ def score(lf_args: dict[str, Any], adapter: Path | None, records: list[dict], ra
     start = time.perf_counter()
     # a list's candidates share the user's history: its prefix is computed once per list
     ranked = scorer.score(ranking, progress=True, group_by="list_id") if ranking else np.empty(0)
-    return probs, ranked, seconds, time.perf_counter() - start
+    ranking_seconds = time.perf_counter() - start
+    return probs, ranked, seconds, ranking_seconds, scorer.score(list(valid), progress=True) if valid else np.empty(0)
+
+
+def valid_records(data: DatasetDir) -> list[dict[str, Any]]:
+    """The validation examples prepare held out (data/split.py), [] for data prepared without them."""
+    if data.VALID not in (data.manifest().get("files") or {}):
+        return []
+    data.verify([data.VALID])
+    return data.read_jsonl(data.VALID)
 
 
 def main(args) -> int:
     from movierec.device import resolve_device
-    from movierec.evaluation.metrics import compute_metrics, ranking_metrics
     from movierec.evaluation.scoring import eval_records, subsample
 
     if args.batch_size is not None and args.batch_size < 1:
@@ -91,50 +104,87 @@ def main(args) -> int:
     if changed:
         print(f"warning: {changed}", file=sys.stderr)
     data.check_splits(lf_args.get("dataset"), lf_args.get("eval_dataset"))
-    records = subsample(eval_records(lf_args, data), args.max_examples, seed=int(arg(lf_args, "seed")))
+    seed = int(arg(lf_args, "seed"))
+    records = subsample(eval_records(lf_args, data), args.max_examples, seed=seed)
     ranking = [] if args.no_ranking else ranking_lists(data, ks)
+    main_name = _main_name(run, [name for name, _ in chosen])
+    baselines, note = (None, None) if main_name is None else compare.load_baselines(
+        Path(args.baselines) if args.baselines else data.file(data.BASELINES), data.manifest_sha256())
+    valid = subsample(valid_records(data), args.max_examples, seed=seed) if baselines is not None else []
     device = resolve_device(args.device)
     batch_size = args.batch_size or mr_args.eval_auc_batch_size
-    labels = np.array([int(r["label"]) for r in records])
-    users = np.array([r["user_id"] for r in records])
-    warm = np.array([bool(r.get("warm", True)) for r in records])
-
     results: dict[str, dict[str, Any]] = {}
     for name, adapter in chosen:
-        probs, ranked, seconds, ranking_seconds = score(lf_args, adapter, records, ranking, device, batch_size)
-        start = time.perf_counter()
-        block = {"metrics": compute_metrics(labels, probs, users, warm, n_boot=args.bootstrap),
-                 "seconds": round(seconds, 3), "examples_per_second": round(len(records) / seconds, 2),
-                 "ranking_seconds": round(ranking_seconds, 3), "probs": probs, "ranked": ranked}
-        if ranking:
-            block["ranking"] = ranking_metrics([c["list_id"] for c in ranking], ranked,
-                                               [c["relevant"] for c in ranking], ks, n_boot=args.bootstrap)
-        block["metrics_seconds"] = round(time.perf_counter() - start, 3)
-        results[name] = block
-        o, rk = block["metrics"]["overall"], block.get("ranking") or {}
-        print(f"{name}: AUC {_fmt(o['auc'])} {_ci(o.get('auc_ci95'))} UAUC {_fmt(o['uauc'])} log loss "
-              f"{_fmt(o['log_loss'])}" + (f"  HR@10 {_fmt(rk.get('hr@10'))} NDCG@10 {_fmt(rk.get('ndcg@10'))}"
-                                          if rk else "")
-              + f"  ({len(records)} examples in {seconds:.1f}s, {len(records) / seconds:.0f}/s"
-              + (f"; {len(ranking)} ranking candidates in {ranking_seconds:.1f}s" if ranking else "")
-              + f"; metrics{' and bootstrap' if args.bootstrap else ''} {block['metrics_seconds']:.1f}s)")
+        scored = score(lf_args, adapter, records, ranking, device, batch_size, valid if name == main_name else ())
+        results[name] = _metrics(name, records, ranking, scored, ks, args.bootstrap)
+    if baselines is not None:
+        block = results[main_name]
+        block["paired"], block["blend"], note = compare.compare(records, block["probs"], valid, block["valid_probs"],
+                                                                baselines, args.bootstrap)
+    if note:
+        print(f"note: {note}")
     oracle = _oracle(data, len(records))
     if oracle:
         o = oracle["metrics"]["overall"]
         print(f"oracle (true probabilities, the ceiling): AUC {_fmt(o['auc'])}  UAUC {_fmt(o['uauc'])}  "
               f"log loss {_fmt(o['log_loss'])}")
-    _write(run, records, ranking, results, oracle, device, batch_size, ks, args.bootstrap, data)
+    _write(run, records, ranking, results, main_name, oracle, device, batch_size, ks, args.bootstrap, data)
     return 0
 
 
-def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[str, dict], oracle: dict | None,
-           device: str, batch_size: int, ks: tuple[int, ...], n_boot: int, data) -> None:
+def _main_name(run: RunDir, names: list[str]) -> str | None:
+    """The fine-tuned checkpoint whose results become metrics.json's main entry: the best, else the last chosen."""
+    tuned = [name for name in names if name != BASE]
+    best = run.best_checkpoint()
+    return (best.name if best is not None and best.name in tuned else tuned[-1]) if tuned else None
+
+
+def _metrics(name: str, records: list[dict], ranking: list[dict], scored: tuple, ks: tuple[int, ...],
+             n_boot: int) -> dict[str, Any]:
+    """One checkpoint's metric blocks and timings (printed in one line), its P(Yes) kept for the files."""
+    from movierec.evaluation.metrics import compute_metrics, ranking_metrics
+
+    probs, ranked, seconds, ranking_seconds, valid_probs = scored
+    labels = np.array([int(r["label"]) for r in records])
+    users = np.array([r["user_id"] for r in records])
+    warm = np.array([bool(r.get("warm", True)) for r in records])
+    start = time.perf_counter()
+    block = {"metrics": compute_metrics(labels, probs, users, warm, n_boot=n_boot),
+             "seconds": round(seconds, 3), "examples_per_second": round(len(records) / seconds, 2),
+             "ranking_seconds": round(ranking_seconds, 3), "probs": probs, "ranked": ranked, "valid_probs": valid_probs}
+    if ranking:
+        block["ranking"] = ranking_metrics([c["list_id"] for c in ranking], ranked,
+                                           [c["relevant"] for c in ranking], ks, n_boot=n_boot)
+    block["metrics_seconds"] = round(time.perf_counter() - start, 3)
+    o, rk = block["metrics"]["overall"], block.get("ranking") or {}
+    print(f"{name}: AUC {_fmt(o['auc'])} {_ci(o.get('auc_ci95'))} UAUC {_fmt(o['uauc'])} log loss "
+          f"{_fmt(o['log_loss'])}" + (f"  HR@10 {_fmt(rk.get('hr@10'))} NDCG@10 {_fmt(rk.get('ndcg@10'))}"
+                                      if rk else "")
+          + f"  ({len(records)} examples in {seconds:.1f}s, {len(records) / seconds:.0f}/s"
+          + (f"; {len(ranking)} ranking candidates in {ranking_seconds:.1f}s" if ranking else "")
+          + f"; metrics{' and bootstrap' if n_boot else ''} {block['metrics_seconds']:.1f}s)")
+    return block
+
+
+def _print_comparisons(block: dict[str, Any]) -> None:
+    """One line each for the paired comparison and the blend."""
+    b = block.get("blend")
+    for label, pair in (("LLM", block.get("paired")), (b and b["name"], b and b["paired"])):
+        if pair:
+            d = pair["comparison"]["auc"]
+            print(f"{label} minus {pair['baseline']} (best baseline): AUC {_signed(d['diff'])} "
+                  f"{_ci(d['diff_ci95'], signed=True)} on {pair['examples']} examples")
+    if b:
+        o = b["metrics"]["overall"]
+        print(f"{b['name']} (w = {b['weight']:.2f} on the LLM, picked on {b['validation']['n']} validation "
+              f"examples): AUC {_fmt(o['auc'])} {_ci(o.get('auc_ci95'))} UAUC {_fmt(o['uauc'])}")
+
+
+def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[str, dict], main_name: str | None,
+           oracle: dict | None, device: str, batch_size: int, ks: tuple[int, ...], n_boot: int, data) -> None:
     """metrics.json (merged with what an earlier evaluate of the same examples wrote) and predictions."""
     data_sha = data.manifest_sha256()
     previous = _previous(run, len(records), data_sha)
-    tuned = [name for name in results if name != BASE]
-    best = run.best_checkpoint()
-    main_name = (best.name if best is not None and best.name in tuned else tuned[-1]) if tuned else None
     out = {**previous, "n": len(records), "data": str(data.path), "data_manifest_sha256": data_sha,
            "device": device, "batch_size": batch_size, "ks": list(ks),
            "bootstrap_resamples": n_boot, "oracle": oracle,
@@ -151,8 +201,9 @@ def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[
                  "ranking_seconds": block["ranking_seconds"], "metrics_seconds": block["metrics_seconds"]}
         if key:
             out[key] = entry
-        else:
-            out.update(entry)
+        else:  # the comparisons belong to this checkpoint: older ones go
+            out.update(entry, paired=block.get("paired"), blend=block.get("blend"))
+            _print_comparisons(block)
         run.write_text(f"predictions{prefix}.jsonl", "".join(
             json.dumps({"user_id": r["user_id"], "movie_id": r["movie_id"], "label": int(r["label"]),
                         "p_yes": float(p), "warm": bool(r.get("warm", True))}) + "\n"
@@ -189,5 +240,11 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
-def _ci(ci) -> str:
-    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+def _ci(ci, signed: bool = False) -> str:
+    if not ci or None in ci:
+        return ""
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if signed else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _signed(x) -> str:
+    return "n/a" if x is None else f"{x:+.4f}"

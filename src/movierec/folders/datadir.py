@@ -4,8 +4,12 @@
     dataset_info.json              LLaMA-Factory's registry of the two splits (alpaca columns)
     movielens_qwen3_train.jsonl    training examples
     movielens_qwen3_eval.jsonl     evaluation examples
+    movielens_qwen3_valid.jsonl    validation examples: train-period targets the LLM never read, on which
+                                   `evaluate` picks the llm+mf blend weight (not in dataset_info.json)
     ratings.parquet, movies.parquet  every valid rating and movie (baselines, recommend)
-    baselines.json                 written by `movierec baselines`, not by prepare
+    baselines.json                 written by `movierec baselines`, not by prepare, with
+    baselines_predictions.jsonl    its P(like) per eval example (a column per baseline) and
+    baselines_validation.jsonl     mf's P(like) per validation example (out-of-sample: fitted before them)
     .hashes.json                   verify's cache: file name -> (size, mtime, ctime, inode) -> sha256
 
 `verify` compares the files with the sizes and hashes the manifest recorded. Hashing a 25M-rating folder
@@ -40,7 +44,9 @@ class DatasetDir:
     MOVIES = "movies.parquet"
     BASELINES = "baselines.json"
     BASELINE_PREDICTIONS = "baselines_predictions.jsonl"  # per eval example, a column per baseline
+    BASELINE_VALIDATION = "baselines_validation.jsonl"  # per validation example, mf's P(like)
     RANKING = "ranking.jsonl"  # candidate lists for ranking metrics (see data/ranking.py)
+    VALID = "movielens_qwen3_valid.jsonl"  # validation examples (see data/split.py)
     TRAIN_NAME = "movielens_qwen3_train"
     EVAL_NAME = "movielens_qwen3_eval"
     HASH_CACHE = ".hashes.json"
@@ -292,7 +298,7 @@ class DatasetDir:
             raise UserError(f"{self.path}: cannot create the folder ({e.strerror or e})") from None
         self.file(self.WRITING).touch()
         self.file(self.MANIFEST).unlink(missing_ok=True)
-        for name in (self.BASELINES, self.BASELINE_PREDICTIONS):  # fitted on the old data: stale now
+        for name in (self.BASELINES, self.BASELINE_PREDICTIONS, self.BASELINE_VALIDATION):  # stale now
             self.file(name).unlink(missing_ok=True)
         for name, payload in files.items():
             atomic_write_bytes(self.file(name), payload)

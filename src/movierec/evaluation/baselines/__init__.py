@@ -17,7 +17,8 @@ To fit anything (the GBDT, and the logistic maps that turn raw scores into proba
 leakage, the same setting is built once more inside the pre-cutoff ratings, with a split time in place
 of the cutoff:
 
-    split = the 90% quantile of pre-cutoff timestamps
+    split = the 90% quantile of pre-cutoff timestamps (data/split.py's window_start: the validation
+            examples `prepare` holds out for evaluate's blend weight lie after it too)
     fit rows = ratings in [split, cutoff) with at least min_history earlier ratings, as every train
                and eval target has (subsampled)                        -> labels the models learn
     their movie statistics and the mf fit: ratings before the split
@@ -32,6 +33,8 @@ So a fit row's features never include its own rating, and fit rows look like eva
     user_mean    user mean rating before the target, shrunk to the global mean (no history -> global mean)
     mf           matrix factorisation (implicit ALS), user vector folded in from the history (mf.py)
     gbdt         HistGradientBoostingClassifier on user, movie and user-genre features (features.py)
+    gbdt+mf      the same, given mf's raw score u . v as one more feature (stacked); a fit row's score
+                 comes from factors fitted before the split (never saw its rating), an eval row's is mf's
 
 popularity / movie_mean / user_mean / mf are raw scores; a one-feature logistic regression fitted on
 the fit rows maps each to P(like) (monotone, so AUC is the raw score's) for log loss and ECE.
@@ -48,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from movierec.data.split import window_start
 from movierec.errors import UserError
 from movierec.evaluation.baselines import mf
 from movierec.evaluation.baselines.features import (
@@ -62,10 +66,12 @@ from movierec.evaluation.metrics import compute_metrics, ranking_metrics
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.io import atomic_write_json
 
-FIT_SHARE = 0.1  # last share of pre-cutoff ratings used as fit rows
 MAX_FIT_ROWS = 500_000  # GBDT fit ~20 s on 2 cores; 1M rows gained +0.002 AUC on 25M synthetic ratings
 MF_FIT_ROWS = 5_000  # fit rows that calibrate mf (one slope and intercept; each needs a fold-in)
-NAMES = ("constant", "popularity", "movie_mean", "user_mean", "mf", "gbdt")  # simplest first
+# fit rows of gbdt+mf: each needs mf's fold-in from its whole history; all of them on the small data sets
+# (ML-100K has ~8,000), a sample on the large ones, to keep the fold-in's sparse matrix small
+STACK_FIT_ROWS = 100_000
+NAMES = ("constant", "popularity", "movie_mean", "user_mean", "mf", "gbdt", "gbdt+mf")  # simplest first
 
 
 def load_inputs(data_dir: str | Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -109,22 +115,23 @@ def like_threshold(manifest: dict) -> float:
 
 def score_baselines(ratings: pd.DataFrame, movies: pd.DataFrame, examples: pd.DataFrame, cutoff: int,
                     threshold: float, min_history: int = 0, max_fit_rows: int = MAX_FIT_ROWS,
-                    seed: int = 0, targets: pd.DataFrame | None = None) -> tuple[dict, dict]:
+                    seed: int = 0, targets: pd.DataFrame | None = None,
+                    valid: pd.DataFrame | None = None) -> tuple[dict, dict, np.ndarray | None]:
     """P(like) per row of `examples` (user_id, movie_id, timestamp) for each baseline (what each may see:
     the module docstring). `targets` are the eval examples, left out of every history (default: `examples`;
     the ranking candidates are scored with them, so their histories skip the eval targets too).
 
     Returns:
-        ({name: probabilities aligned with `examples`}, {facts about the fit for the output file}).
+        ({name: probabilities aligned with `examples`}, {facts about the fit for the output file}, mf's
+        P(like) per `valid` row (validation examples in [split, cutoff), scored as the fit rows are: by
+        factors fitted before the split, so out-of-sample), or None without `valid`).
     """
-    HistGradientBoostingClassifier, LogisticRegression = _sklearn()
+    _, LogisticRegression = _sklearn()
     mf.als_class()
-    from threadpoolctl import threadpool_limits
-
     pre = ratings[ratings.timestamp < cutoff]
     if pre.empty:
         raise UserError(f"no ratings before cutoff_timestamp {cutoff}: nothing to fit baselines on")
-    split = int(pre.timestamp.quantile(1 - FIT_SHARE))
+    split = window_start(pre.timestamp.to_numpy())
     before_split = pre[pre.timestamp < split]
     if before_split.empty:
         raise UserError("pre-cutoff ratings span a single moment: no history to compute baseline features from")
@@ -140,28 +147,59 @@ def score_baselines(ratings: pd.DataFrame, movies: pd.DataFrame, examples: pd.Da
     h_eval = _eval_histories(ratings, examples, examples if targets is None else targets, n_movies)
     x_fit = features(before_split, h_fit, fit.movieId.to_numpy(), genres, threshold)
     x_eval = features(pre, h_eval, ev_movies, genres, threshold)
-    # mf is fitted once per setting and calibrated on a prefix of the (shuffled) fit rows: each needs a fold-in
-    cal = np.arange(min(len(fit), MF_FIT_ROWS))
-    raw_fit = _raw(x_fit, mf.scores(mf.fit(before_split, threshold, n_movies, seed), h_fit.take(cal),
-                                    fit.movieId.to_numpy()[cal], threshold))
-    raw_eval = _raw(x_eval, mf.scores(mf.fit(pre, threshold, n_movies, seed), h_eval, ev_movies, threshold))
+    # mf is fitted once per setting. A fit row's score comes from factors fitted before the split, so they never
+    # saw its rating; each needs a fold-in, so only a prefix of the (shuffled) fit rows is scored: the first
+    # MF_FIT_ROWS calibrate mf, the first STACK_FIT_ROWS fit gbdt+mf
+    early = mf.fit(before_split, threshold, n_movies, seed)
+    n_mf = min(len(fit), max(MF_FIT_ROWS, STACK_FIT_ROWS))
+    mf_fit = mf.scores(early, h_fit.take(np.arange(n_mf)), fit.movieId.to_numpy()[:n_mf], threshold)
+    mf_eval = mf.scores(mf.fit(pre, threshold, n_movies, seed), h_eval, ev_movies, threshold)
+    raw_fit, raw_eval = _raw(x_fit, mf_fit[:MF_FIT_ROWS]), _raw(x_eval, mf_eval)
 
-    probs = {"constant": np.full(len(examples), float((pre.rating.to_numpy() >= threshold).mean()))}
+    probs, maps = {"constant": np.full(len(examples), float((pre.rating.to_numpy() >= threshold).mean()))}, {}
     for name, score in raw_fit.items():
-        lr = LogisticRegression().fit(score[:, None], y_fit[:len(score)])
-        probs[name] = lr.predict_proba(raw_eval[name][:, None])[:, 1]
+        maps[name] = LogisticRegression().fit(score[:, None], y_fit[:len(score)])
+        probs[name] = maps[name].predict_proba(raw_eval[name][:, None])[:, 1]
+    probs["gbdt"], iterations = _gbdt(x_fit[FEATURES], y_fit, x_eval[FEATURES], seed)
+    probs["gbdt+mf"], stack_iterations = _gbdt(x_fit[FEATURES].iloc[:n_mf].assign(mf=mf_fit), y_fit[:n_mf],
+                                               x_eval[FEATURES].assign(mf=mf_eval), seed)
+    valid_mf = None if valid is None else _validation(valid, pre, split, early, maps["mf"], threshold)
+    fit_info = {"history_ratings": len(before_split), "fit_rows": len(fit), "fit_split_timestamp": split,
+                "fit_rows_min_history": min_history, "gbdt_iterations": iterations, "features": FEATURES,
+                "shrinkage": SHRINK, "mf": {**mf.PARAMS, "calibration_rows": min(len(fit), MF_FIT_ROWS)},
+                "gbdt+mf": {"fit_rows": n_mf, "iterations": stack_iterations, "features": [*FEATURES, "mf"],
+                            "mf_feature": "u . v (mf's raw score); fit rows: factors fitted before the split, so "
+                                          "out-of-sample; eval rows: the mf baseline's own (fitted before the cutoff)"},
+                "validation_rows": 0 if valid is None else len(valid),
+                "user_side": "each target's user's ratings strictly before its time (eval: other eval targets "
+                             "excluded); movie side and fits: before the cutoff (fit rows: before the split)"}
+    return {name: probs[name] for name in NAMES}, fit_info, valid_mf
+
+
+def _gbdt(x_fit: pd.DataFrame, y_fit: np.ndarray, x_eval: pd.DataFrame, seed: int) -> tuple[np.ndarray, int]:
+    """P(like) of x_eval's rows from a HistGradientBoostingClassifier fitted on (x_fit, y_fit); its iterations."""
+    from threadpoolctl import threadpool_limits
+
+    HistGradientBoostingClassifier, _ = _sklearn()
     gbdt = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.1, max_leaf_nodes=31,
                                           early_stopping=True, random_state=seed)
     # OpenMP threads only pay off on big inputs; on small ones (tests, demo) they mostly wait on each other
     with threadpool_limits(limits=1 if len(x_fit) < 100_000 else None, user_api="openmp"):
-        gbdt.fit(x_fit[FEATURES], y_fit)
-        probs["gbdt"] = gbdt.predict_proba(x_eval[FEATURES])[:, 1]
-    fit_info = {"history_ratings": len(before_split), "fit_rows": len(fit), "fit_split_timestamp": split,
-                "fit_rows_min_history": min_history, "gbdt_iterations": int(gbdt.n_iter_), "features": FEATURES,
-                "shrinkage": SHRINK, "mf": {**mf.PARAMS, "calibration_rows": len(cal)},
-                "user_side": "each target's user's ratings strictly before its time (eval: other eval targets "
-                             "excluded); movie side and fits: before the cutoff (fit rows: before the split)"}
-    return {name: probs[name] for name in NAMES}, fit_info
+        gbdt.fit(x_fit, y_fit)
+        return gbdt.predict_proba(x_eval)[:, 1], int(gbdt.n_iter_)
+
+
+def _validation(valid: pd.DataFrame, pre: pd.DataFrame, split: int, early: mf.Model, calibration,
+                threshold: float) -> np.ndarray:
+    """mf's P(like) per validation example, as for a fit row: factors fitted before the split (which every
+    validation target follows: prepare takes them from the same window), the user folded in from their
+    pre-cutoff ratings before the target (a train prompt's history rule), mf's calibration map."""
+    if len(valid) and valid.timestamp.min() < split:
+        raise UserError(f"validation examples before the baselines' split {split}: prepared by another movierec "
+                        "version? rerun `movierec prepare`")
+    h = histories(pre, valid.user_id.to_numpy(np.int64), valid.timestamp.to_numpy(np.int64))
+    raw = mf.scores(early, h, valid.movie_id.to_numpy(np.int64), threshold)
+    return calibration.predict_proba(raw[:, None])[:, 1] if len(valid) else np.empty(0)
 
 
 def _fit_rows(pre: pd.DataFrame, split: int, min_history: int, max_fit_rows: int,
@@ -205,8 +243,10 @@ def _sklearn():
     return HistGradientBoostingClassifier, LogisticRegression
 
 
-def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10), n_boot: int = 1000) -> tuple[dict, pd.DataFrame]:
-    """baselines.json's content for a prepared data folder, and P(like) per eval example and baseline."""
+def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10),
+        n_boot: int = 1000) -> tuple[dict, pd.DataFrame, pd.DataFrame | None]:
+    """baselines.json's content for a prepared data folder, P(like) per eval example and baseline, and mf's
+    P(like) per validation example (None when prepare wrote none)."""
     start = time.perf_counter()
     _sklearn()  # a missing library stops before any work
     mf.als_class()
@@ -221,7 +261,9 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10), n_boot: int = 10
     min_history = int((manifest.get("config") or {}).get("min_history", 0))
     cols = ["user_id", "movie_id", "timestamp"]
     rows = pd.concat([examples[cols], ranking[cols]], ignore_index=True).astype(np.int64)
-    probs, fit_info = score_baselines(ratings, movies, rows, cutoff, threshold, min_history, targets=examples)
+    valid = _valid_examples(data_dir, manifest)
+    probs, fit_info, valid_mf = score_baselines(ratings, movies, rows, cutoff, threshold, min_history,
+                                                targets=examples, valid=valid)
     labels, users, warm = examples.label.to_numpy(), examples.user_id.to_numpy(), examples.warm.to_numpy(bool)
     n = len(examples)
     results = {}
@@ -231,6 +273,7 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10), n_boot: int = 10
             results[name]["ranking"] = ranking_metrics(ranking.list_id.to_numpy(), p[n:], ranking.relevant.to_numpy(),
                                                        ks, n_boot=n_boot)
     predictions = examples[["user_id", "movie_id", "label"]].assign(**{name: p[:n] for name, p in probs.items()})
+    validation = None if valid is None else valid[["user_id", "movie_id", "label"]].assign(mf=valid_mf)
     return {
         "cutoff_timestamp": cutoff,
         "like_threshold": threshold,
@@ -238,7 +281,16 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10), n_boot: int = 10
         "fit": fit_info,
         "baselines": results,
         "oracle": manifest.get("oracle"),  # synthetic data only: the generator's true probabilities
-    }, predictions
+    }, predictions, validation
+
+
+def _valid_examples(data_dir: str | Path, manifest: dict) -> pd.DataFrame | None:
+    """The validation examples prepare held out (None for a folder prepared without them)."""
+    data = DatasetDir(data_dir)
+    if data.VALID not in (manifest.get("files") or {}):
+        return None
+    data.verify([data.VALID])
+    return _frame(data, data.VALID, ["user_id", "movie_id", "timestamp", "label"])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -249,11 +301,17 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--bootstrap: must be >= 0 (0: no intervals), got {args.bootstrap}")
     out = Path(args.out) if args.out else Path(args.data) / DatasetDir.BASELINES
     check_out(out, DatasetDir(args.data))
-    result, predictions = run(args.data, ks, args.bootstrap)
+    result, predictions, validation = run(args.data, ks, args.bootstrap)
     result["data_manifest_sha256"] = DatasetDir(args.data).manifest_sha256()
-    # per example, for the report's paired comparison with the LLM (same examples, same users resampled)
+    # per example, for evaluate's paired comparison with the LLM (same examples, same users resampled) and its
+    # llm+mf blend, whose weight it picks on the validation examples
     atomic_write_text(out.parent / DatasetDir.BASELINE_PREDICTIONS,
                       predictions.round(6).to_json(orient="records", lines=True))
+    valid_out = out.parent / DatasetDir.BASELINE_VALIDATION
+    if validation is not None:
+        atomic_write_text(valid_out, validation.round(6).to_json(orient="records", lines=True))
+    else:
+        valid_out.unlink(missing_ok=True)  # an older one belongs to other data
     atomic_write_json(out, result)
     k = 10 if 10 in ks else max(ks)
     print(f"{'baseline':<12} {'AUC':>7} {'UAUC':>7} {'logloss':>8} {f'HR@{k}':>7} {f'NDCG@{k}':>8}")
@@ -265,7 +323,8 @@ def main(args: argparse.Namespace) -> int:
         o = result["oracle"]["metrics"]["overall"]
         print(f"{'oracle':<12} {_fmt(o.get('auc')):>7} {_fmt(o.get('uauc')):>7} {_fmt(o.get('log_loss')):>8}"
               "  (true probabilities: the ceiling)")
-    print(f"wrote {out} and {out.parent / DatasetDir.BASELINE_PREDICTIONS}")
+    print(f"wrote {out} and {out.parent / DatasetDir.BASELINE_PREDICTIONS}"
+          + (f" and {valid_out}" if validation is not None else ""))
     return 0
 
 
@@ -274,8 +333,8 @@ def check_out(out: Path, data: DatasetDir) -> None:
     anything `prepare` wrote: checked before the minute of fitting."""
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder; name the JSON file to write")
-    if out.name == DatasetDir.BASELINE_PREDICTIONS:
-        raise UserError(f"--out {out}: is the per-example predictions file written beside it; name another file")
+    if out.name in (DatasetDir.BASELINE_PREDICTIONS, DatasetDir.BASELINE_VALIDATION):
+        raise UserError(f"--out {out}: is a per-example predictions file written beside it; name another file")
     if data.path.is_dir() and out.parent.resolve() == data.path.resolve():
         files = (data.manifest().get("files") or {}) if data.file(data.MANIFEST).is_file() else {}
         if out.name in {*files, data.MANIFEST, data.DATASET_INFO, data.HASH_CACHE}:

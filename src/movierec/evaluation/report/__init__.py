@@ -2,7 +2,8 @@
 
 The sections mirror the reference run's parameter-and-performance sheet. Every input but
 resolved_config.yaml is optional: a section whose files are missing says so. inputs reads the
-files, stats computes the numbers, sections and quality write the markdown, plots the PNGs.
+files, stats computes the numbers, sections and quality write the markdown, plots the PNGs. The
+comparisons with the baselines (paired bootstrap, llm+mf blend) come computed in metrics.json (evaluate).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from movierec.evaluation.report.inputs import load_run, run_files
 from movierec.evaluation.report.plots import write_plots
 from movierec.evaluation.report.stats import (  # noqa: F401 (tests import these from here)
     _seconds,
-    paired_comparison,
     parameter_counts,
     train_speed,
 )
@@ -38,7 +38,6 @@ def build_report(run: dict, plots: dict[str, str], files: list[str]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     run = load_run(args.run, args.baselines)
-    run["paired"] = paired_comparison(run)
     plots = write_plots(run, run["dir"] / RunDir.PLOTS)
     path = run["dir"] / RunDir.REPORT
     atomic_write_text(path, build_report(run, plots, run_files(run["dir"])))

@@ -102,13 +102,12 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
         raise UserError(f"--baselines: {baselines} not found")
     metrics = _json(run.file(RunDir.METRICS))
     base = _checked_baselines(Path(baselines)) if baselines else None
-    base_preds = _jsonl(Path(baselines).parent / DatasetDir.BASELINE_PREDICTIONS) if base else []
     note = None
     theirs, ours = (base or {}).get("data_manifest_sha256"), (metrics or {}).get("data_manifest_sha256")
     if theirs and ours and theirs != ours:  # e.g. the data folder was prepared again after `baselines`
         note = (f"`{baselines}` was computed on other prepared data than the LLM's metrics (manifest sha256 "
                 f"{theirs[:12]}... vs {ours[:12]}...): left out; rerun `movierec baselines`")
-        base, base_preds = None, []
+        base = None
     return {
         "dir": run_dir,
         "resolved": resolved,
@@ -129,7 +128,6 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
         "baselines": base,
         "baselines_path": Path(baselines) if baselines else None,
         "baselines_note": note,
-        "baseline_predictions": base_preds,
     }
 
 
@@ -146,23 +144,6 @@ def _checked_baselines(path: Path) -> dict | None:
         raise UserError(f"{path}: not a baselines.json as `movierec baselines` writes it (a `baselines` mapping of "
                         "metric blocks); rerun `movierec baselines`")
     return data
-
-
-def _jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{number}: not a JSON record ({e.msg}); rerun the command that wrote it") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
-    return records
 
 
 def run_files(run_dir: Path) -> list[str]:

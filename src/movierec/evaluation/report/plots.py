@@ -85,13 +85,16 @@ def write_plots(run: dict, plot_dir: Path) -> dict[str, str]:
 
 
 def auc_rows(run: dict) -> list[tuple[str, float, list[float] | None]]:
-    """(model, overall AUC, its 95% interval or None): the LLM, its zero-shot row, the baselines, the oracle."""
+    """(model, overall AUC, its 95% interval or None): the LLM, its zero-shot row, the llm+mf blend, the
+    baselines, the oracle."""
     blocks = []
     m = run["metrics"] or {}
     if m.get("metrics"):
         blocks.append((f"LLM fine-tuned ({m.get('checkpoint', '?')})", m["metrics"]))
     if m.get("zero_shot"):
         blocks.append(("LLM zero-shot", m["zero_shot"]["metrics"]))
+    if m.get("blend"):
+        blocks.append((f"LLM+mf blend (w = {m['blend']['weight']:.2f})", m["blend"]["metrics"]))
     if run["baselines"]:
         blocks += [(f"baseline: {name}", b) for name, b in ordered_baselines(run["baselines"])]
     oracle = (run["baselines"] or {}).get("oracle") or m.get("oracle")

@@ -50,23 +50,7 @@ def section(run: dict, plots: dict[str, str]) -> str:
     if m is None and base is None:
         return out[0] + f"{NA} (run `movierec evaluate --run DIR` and `movierec baselines --data DATA`)\n"
     models, rankings = {}, {}  # name -> {group: metrics block}, name -> ranking block
-    if m is not None and m.get("metrics"):
-        name = f"LLM fine-tuned ({m.get('checkpoint', '?')})"
-        models[name], rankings[name] = m["metrics"], m.get("ranking") or m["metrics"].get("ranking")
-        out.append(f"LLM scored by `movierec evaluate`: {m.get('checkpoint')} on {fmt(m.get('n'))} eval examples; "
-                   "P(Yes) from the Yes/No logits, threshold 0.5.\n\n")
-        stale = stale_note(m.get("checkpoint"), run["checkpoints"])
-        if stale:
-            out.append(f"**Note:** {stale}\n\n")
-    else:
-        out.append(f"LLM metrics {NA} (no metrics.json: run `movierec evaluate --run DIR`).\n\n")
-    if m is not None and m.get("zero_shot"):
-        models["LLM zero-shot (base model)"] = m["zero_shot"]["metrics"]
-        rankings["LLM zero-shot (base model)"] = m["zero_shot"].get("ranking")
-        out.append("The zero-shot row scores the base model without the adapter, the same way "
-                   "(`movierec evaluate --checkpoint base`).\n\n")
-    elif m is not None:
-        out.append("No zero-shot row (run `movierec evaluate --run DIR --checkpoint base`).\n\n")
+    out += _llm_rows(run, models, rankings)
     where = run["baselines_path"]
     if base is not None:
         for k, blocks in ordered_baselines(base):
@@ -92,8 +76,7 @@ def section(run: dict, plots: dict[str, str]) -> str:
            for blocks in models.values() for g in GROUPS for _, key in METRIC_COLUMNS):
         out.append("Brackets: 95% confidence interval.\n\n")
     out.append(table(["Model", "Users", *(c for c, _ in METRIC_COLUMNS)], rows))
-    if run.get("paired"):
-        out.append(_paired(run["paired"]))
+    out += [_paired(pair, who) for pair, who in _pairs(m, base)]
     rankings = {name: r for name, r in rankings.items() if r}
     if rankings:
         out.append(_ranking(rankings))
@@ -109,8 +92,50 @@ def section(run: dict, plots: dict[str, str]) -> str:
     return "".join(out)
 
 
-def _paired(paired: dict) -> str:
-    """The fine-tuned LLM against the best baseline on the same examples, the same user resamples."""
+def _llm_rows(run: dict, models: dict, rankings: dict) -> list[str]:
+    """Adds the LLM's rows (fine-tuned, zero-shot, llm+mf blend) to `models` and `rankings`; their text."""
+    m, out = run["metrics"], []
+    if m is not None and m.get("metrics"):
+        name = f"LLM fine-tuned ({m.get('checkpoint', '?')})"
+        models[name], rankings[name] = m["metrics"], m.get("ranking") or m["metrics"].get("ranking")
+        out.append(f"LLM scored by `movierec evaluate`: {m.get('checkpoint')} on {fmt(m.get('n'))} eval examples; "
+                   "P(Yes) from the Yes/No logits, threshold 0.5.\n\n")
+        stale = stale_note(m.get("checkpoint"), run["checkpoints"])
+        if stale:
+            out.append(f"**Note:** {stale}\n\n")
+    else:
+        out.append(f"LLM metrics {NA} (no metrics.json: run `movierec evaluate --run DIR`).\n\n")
+    if m is not None and m.get("zero_shot"):
+        models["LLM zero-shot (base model)"] = m["zero_shot"]["metrics"]
+        rankings["LLM zero-shot (base model)"] = m["zero_shot"].get("ranking")
+        out.append("The zero-shot row scores the base model without the adapter, the same way "
+                   "(`movierec evaluate --checkpoint base`).\n\n")
+    elif m is not None:
+        out.append("No zero-shot row (run `movierec evaluate --run DIR --checkpoint base`).\n\n")
+    blend = (m or {}).get("blend")
+    if blend:
+        models[blend_label(blend)] = blend["metrics"]
+        out.append(f"The {blend['name']} row blends the fine-tuned LLM's P(Yes) with the mf baseline's P(like) "
+                   f"({blend['rule']}), picked on {fmt(blend['validation']['n'])} validation examples (train-period "
+                   "targets the LLM never read), never on these eval examples.\n\n")
+    return out
+
+
+def blend_label(blend: dict) -> str:
+    """The blend's row name: its name and the weight on the LLM."""
+    return f"{blend['name']} blend (w = {blend['weight']:.2f})"
+
+
+def _pairs(m: dict | None, base: dict | None) -> list[tuple[dict, str]]:
+    """metrics.json's paired comparisons (the LLM's, the blend's) whose baseline is among those shown."""
+    shown = (base or {}).get("baselines") or {}
+    pairs = [((m or {}).get("paired"), "LLM"), (((m or {}).get("blend") or {}).get("paired"), "blend")]
+    return [(pair, who) for pair, who in pairs if pair and pair.get("baseline") in shown]
+
+
+def _paired(paired: dict, who: str = "LLM") -> str:
+    """The fine-tuned LLM (or the llm+mf blend) against the best baseline on the same examples, the same
+    user resamples (computed by evaluate: compare.py)."""
     rows = []
     for key, label in (("auc", "AUC"), ("uauc", "UAUC"), ("log_loss", "Log loss")):
         d = paired["comparison"].get(key) or {}
@@ -119,10 +144,11 @@ def _paired(paired: dict) -> str:
         lo, hi = d.get("diff_ci95") or (None, None)
         rows.append([label, fmt(d["a"], 4), fmt(d["b"], 4), f"{d['diff']:+.4f}",
                      f"[{lo:+.4f}, {hi:+.4f}]" if lo is not None else "—", fmt(d.get("share_a_better"), 3)])
-    return (f"\n### LLM vs the Best Baseline\n\nPaired user-level bootstrap ({paired['comparison'].get('n_boot')} "
-            f"resamples of {fmt(paired['comparison'].get('users'))} users): the fine-tuned LLM minus "
+    title, model = ("LLM", "the fine-tuned LLM") if who == "LLM" else ("LLM+mf Blend", "the llm+mf blend")
+    return (f"\n### {title} vs the Best Baseline\n\nPaired user-level bootstrap ({paired['comparison'].get('n_boot')} "
+            f"resamples of {fmt(paired['comparison'].get('users'))} users): {model} minus "
             f"`{paired['baseline']}` (the baseline with the highest AUC), on the same eval examples.\n\n"
-            + table(["Metric", "LLM", paired["baseline"], "Difference", "95% interval", "Share LLM better"], rows))
+            + table(["Metric", who, paired["baseline"], "Difference", "95% interval", f"Share {who} better"], rows))
 
 
 def stale_note(scored: str | None, checkpoints: list[str]) -> str | None:

@@ -99,26 +99,3 @@ def parameter_counts(resolved: dict, arch: dict | None) -> dict | None:
 def ordered_baselines(baselines: dict) -> list[tuple[str, dict]]:
     """Baselines in the order baselines.json lists them (`movierec baselines` writes the simplest first)."""
     return list(baselines["baselines"].items())
-
-def paired_comparison(run: dict, n_boot: int = 1000) -> dict | None:
-    """The fine-tuned LLM minus the baseline with the highest AUC, on the examples both scored, with the
-    same user-level bootstrap resamples for both (metrics.paired_bootstrap)."""
-    from movierec.evaluation.metrics import paired_bootstrap
-
-    base, preds, base_preds = run["baselines"], run["predictions"], run["baseline_predictions"]
-    if not base or not preds or not base_preds:
-        return None
-    aucs = {k: b["overall"].get("auc") for k, b in base["baselines"].items() if b["overall"].get("auc") is not None}
-    if not aucs:
-        return None
-    best = max(aucs, key=aucs.get)
-    llm, other = pd.DataFrame(preds), pd.DataFrame(base_preds)
-    if not {"user_id", "movie_id", "label", "p_yes"} <= set(llm) or not {"user_id", "movie_id", best} <= set(other):
-        return None  # files of another version: no comparison rather than a wrong one
-    llm, other = llm[["user_id", "movie_id", "label", "p_yes"]], other[["user_id", "movie_id", best]]
-    both = llm.merge(other, on=["user_id", "movie_id"], how="inner")
-    if both.empty:
-        return None
-    comparison = paired_bootstrap(both.label.to_numpy(), both.p_yes.to_numpy(), both[best].to_numpy(),
-                                  both.user_id.to_numpy(), n_boot=n_boot, seed=0)
-    return {"baseline": best, "examples": len(both), "comparison": comparison}

@@ -1,0 +1,129 @@
+"""`evaluate`'s comparisons with the baselines, on the same eval examples (the report only renders them).
+
+    paired   the fine-tuned LLM minus the baseline with the highest AUC: AUC, UAUC and log loss with the
+             same user-level bootstrap resamples for both (metrics.paired_bootstrap), on the examples both scored
+    blend    llm+mf (blend.py): its weight picked on the validation examples, its metrics on the eval
+             examples, and its own paired comparison with the same best baseline
+
+They read what `movierec baselines` wrote: baselines.json and, beside it, baselines_predictions.jsonl (per
+eval example, a column per baseline) and baselines_validation.jsonl (mf per validation example).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from movierec.errors import UserError
+from movierec.evaluation import blend
+from movierec.folders.datadir import DatasetDir
+
+KEY = ["user_id", "movie_id"]  # an eval (or validation) example: a user's rating of a movie, once each
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """What `movierec baselines` wrote for the data evaluate scores."""
+
+    path: Path  # baselines.json
+    result: dict[str, Any]  # its content
+    eval: pd.DataFrame  # user_id, movie_id, label, a P(like) column per baseline
+    valid: pd.DataFrame | None  # user_id, movie_id, label, mf; None when the data has no validation examples
+
+
+def load_baselines(path: Path, data_sha: str) -> tuple[Baselines | None, str | None]:
+    """The baselines at `path` (baselines.json) and its per-example files, or None and why not."""
+    if not path.is_file():
+        return None, (f"no {path}: run `movierec baselines --data DIR` before evaluate for the paired comparison "
+                      "with the best baseline and the llm+mf blend")
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: cannot be read ({e}); rerun `movierec baselines`") from None
+    if not isinstance(result, dict) or not isinstance(result.get("baselines"), dict):
+        raise UserError(f"{path}: not a baselines.json as `movierec baselines` writes it; rerun `movierec baselines`")
+    if result.get("data_manifest_sha256") not in (None, data_sha):
+        return None, (f"{path} was computed on other prepared data (manifest sha256 "
+                      f"{str(result['data_manifest_sha256'])[:12]}...): no paired comparison or blend; "
+                      "rerun `movierec baselines`")
+    predictions = path.parent / DatasetDir.BASELINE_PREDICTIONS
+    if not predictions.is_file():
+        return None, f"no {predictions} beside {path}: rerun `movierec baselines`"
+    valid = path.parent / DatasetDir.BASELINE_VALIDATION
+    return Baselines(path, result, _frame(predictions), _frame(valid) if valid.is_file() else None), None
+
+
+def _frame(path: Path) -> pd.DataFrame:
+    """A JSONL file of `movierec baselines`, one line UserError when it is not one."""
+    try:
+        frame = pd.read_json(path, lines=True, convert_dates=False, dtype=False)
+    except ValueError as e:
+        raise UserError(f"{path}: not JSON lines ({e}); rerun `movierec baselines`") from None
+    if len(frame) and not {*KEY, "label"} <= set(frame):
+        raise UserError(f"{path}: lacks user_id, movie_id or label; rerun `movierec baselines`")
+    return frame
+
+
+def best_baseline(result: dict[str, Any]) -> str | None:
+    """The baseline with the highest overall AUC in baselines.json (None when none has one)."""
+    aucs = {k: b["overall"]["auc"] for k, b in result["baselines"].items()
+            if isinstance(b.get("overall"), dict) and b["overall"].get("auc") is not None}
+    return max(aucs, key=aucs.get) if aucs else None
+
+
+def paired(labels: np.ndarray, probs: np.ndarray, other: np.ndarray, users: np.ndarray, baseline: str,
+           n_boot: int) -> dict[str, Any]:
+    """`probs` minus the baseline's `other` on the same examples and user resamples (seed 0, as every interval)."""
+    from movierec.evaluation.metrics import paired_bootstrap
+
+    return {"baseline": baseline, "examples": len(labels),
+            "comparison": paired_bootstrap(labels, probs, other, users, n_boot=n_boot, seed=0)}
+
+
+def compare(records: list[dict], probs: np.ndarray, valid_records: list[dict], valid_probs: np.ndarray,
+            base: Baselines, n_boot: int) -> tuple[dict | None, dict | None, str | None]:
+    """metrics.json's `paired` and `blend` entries for the LLM's P(Yes) `probs` on `records` (and
+    `valid_probs` on `valid_records`, the validation examples), and a note when the blend is left out."""
+    best = best_baseline(base.result)
+    if best is None or best not in base.eval or "mf" not in base.eval:
+        return None, None, f"{base.path}: no baseline with an AUC and per-example scores; rerun `movierec baselines`"
+    llm = pd.DataFrame({"user_id": [r["user_id"] for r in records], "movie_id": [r["movie_id"] for r in records],
+                        "label": [int(r["label"]) for r in records], "p": probs,
+                        "warm": [bool(r.get("warm", True)) for r in records]})
+    both = llm.merge(base.eval[KEY + sorted({best, "mf"})], on=KEY, how="inner")
+    if both.empty:
+        return None, None, f"{base.path}: scores none of the eval examples evaluate scored; rerun `movierec baselines`"
+    y, users = both.label.to_numpy(), both.user_id.to_numpy()
+    pair = paired(y, both.p.to_numpy(), both[best].to_numpy(), users, best, n_boot)
+    weight, note = choose(valid_records, valid_probs, base)
+    if weight is None:
+        return pair, None, note
+    from movierec.evaluation.metrics import compute_metrics
+
+    p = blend.blend(both.p.to_numpy(), both.mf.to_numpy(), weight["weight"])
+    return pair, {"name": blend.NAME, **weight, "rule": blend.RULE,
+                  "metrics": compute_metrics(y, p, users, both.warm.to_numpy(), n_boot=n_boot),
+                  "paired": paired(y, p, both[best].to_numpy(), users, best, n_boot)}, None
+
+
+def choose(valid_records: list[dict], valid_probs: np.ndarray,
+           base: Baselines) -> tuple[dict | None, str | None]:
+    """The blend weight picked on the validation examples (blend.choose_weight), with what it was picked on;
+    None and why when there is nothing to pick it on. Eval labels are never read here."""
+    if base.valid is None or not valid_records:
+        return None, ("no validation examples (data prepared by an older movierec, or baselines run before "
+                      "prepare wrote them): no llm+mf blend; rerun `movierec prepare` and `movierec baselines`")
+    llm = pd.DataFrame({"user_id": [r["user_id"] for r in valid_records],
+                        "movie_id": [r["movie_id"] for r in valid_records], "p": valid_probs})
+    v = llm.merge(base.valid[[*KEY, "label", "mf"]], on=KEY, how="inner")
+    if v.label.nunique() < 2:
+        return None, "the validation examples hold a single label: no llm+mf blend"
+    weight, aucs = blend.choose_weight(v.label.to_numpy(), v.p.to_numpy(), v.mf.to_numpy())
+    return {"weight": weight, "validation": {"n": len(v), "auc_by_weight": [[float(w), a] for w, a in
+                                                                            zip(blend.GRID, aucs)],
+                                             "llm_auc": aucs[-1], "mf_auc": aucs[0]}}, None
