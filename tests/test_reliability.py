@@ -86,7 +86,7 @@ def test_a_crafted_safetensors_header_is_a_problem_not_a_traceback(tmp_path):
 
 
 def test_check_adapter_refuses_any_changed_adapter_setting(tmp_path):
-    from movierec.train.launch import check_adapter
+    from movierec.train.session import check_adapter
 
     ckpt = tmp_path / "checkpoint-4"
     ckpt.mkdir()

@@ -150,14 +150,15 @@ def _bench_out(tmp_path, losses, window_s=2.0):
 def test_bench_rates_come_from_the_window_and_losses_must_be_finite(tmp_path):
     from movierec.bench.measure import busy_fraction, measure
     from movierec.errors import UserError
+    from movierec.folders.rundir import RunDir
 
     _bench_out(tmp_path, [2.0, 1.5, 1.2])
-    result = measure(tmp_path, 5, rows_per_step=4, per_row=(1.0, 250.0))
+    result = measure(RunDir(tmp_path), 5, rows_per_step=4, per_row=(1.0, 250.0))
     assert result["examples_per_s"] == pytest.approx(16 / 2.0) and result["tokens_per_s"] == pytest.approx(4000 / 2.0)
     assert (result["first_loss"], result["last_loss"], result["step_seconds_p90"]) == (2.0, 1.2, 0.5)
     _bench_out(tmp_path, [2.0, float("nan")])
     with pytest.raises(UserError, match="loss not finite"):
-        measure(tmp_path, 5, rows_per_step=4, per_row=(1.0, 250.0))
+        measure(RunDir(tmp_path), 5, rows_per_step=4, per_row=(1.0, 250.0))
     # two streams overlapping count once: busy 0-30 and 40-50 of 100
     assert busy_fraction([(0, 20), (10, 30), (40, 50)], 100.0) == pytest.approx(0.4)
 

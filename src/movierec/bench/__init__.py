@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from movierec.bench.hardware import (  # noqa: F401
     PEAK_BF16_FLOPS,
@@ -140,10 +139,11 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
               model_cache: str | Path | None = None) -> dict[str, Any]:
     """Train `steps` steps of `config` on a random model, evaluate once, and return the figures."""
     from movierec.folders.rundir import RunDir
-    from movierec.models.params import count_for_config, load_model_config
-    from movierec.train.config import render_llamafactory_args
+    from movierec.models.params import load_model_config
+    from movierec.train.config import RunConfig
     from movierec.train.dryrun import time_estimate
     from movierec.train.plan import train_plan
+    from movierec.train.session import TrainingSession
 
     if steps < 2:
         raise UserError("--steps: at least 2 (the first step is warm-up and not timed)")
@@ -159,7 +159,6 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
     from datasets import Dataset, DatasetDict
 
     from movierec.train.callbacks import ScoreCallback
-    from movierec.train.worker import run
 
     with tempfile.TemporaryDirectory(prefix="movierec-bench-") as tmp:
         work = Path(tmp)
@@ -189,11 +188,12 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
             work / "data")
 
         args = bench_args(lf, steps, work, model_dir)
-        lf_args = render_llamafactory_args(args, RunDir(args["output_dir"]), DatasetDir(work / "data"), "bench", None,
-                                           None)
-        (work / "lf.yaml").write_text(yaml.safe_dump(lf_args))
-        (work / "resolved.yaml").write_text(yaml.safe_dump({"movierec": mr.to_dict(), "device": device,
-                                                            "plan": train_plan(lf_args, rows, 1).to_dict()}))
+        session = TrainingSession(RunConfig(args, mr), device, RunDir(args["output_dir"]), DatasetDir(work / "data"),
+                                  "bench")
+        session.make_plan(rows)
+        record = session.record()
+        session.write(record, work)
+        lf_args = session.lf_args
         peaks: dict[str, float] = {}
         extra = [_train_peak_callback(device, peaks), window_callback(work / "out", steps, device)]
         n_auc = 0
@@ -205,11 +205,11 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         gc.collect()  # a previous bench in this process must not count in this one's peak
         _reset_peak_memory(device)
         with _stdout_to_stderr():
-            run(work / "lf.yaml", work / "resolved.yaml", extra)
-        result = measure(work / "out", steps, batch * accum, per_row)
-        result.update(measure_eval(work / "out", n_eval, eval_batch, auc_batch))
+            session.launch(work, verbose=True, extra_callbacks=extra, catch=False)
+        result = measure(session.run, steps, batch * accum, per_row)
+        result.update(measure_eval(session.run, n_eval, eval_batch, auc_batch))
         peak_gib = _peak_memory_gib(device)
-        counted = count_for_config({**lf, "model_name_or_path": str(model_dir)})
+        counted = record["parameters"]
         model_cfg = load_model_config(str(model_dir))
 
     trainable = counted["trainable"] if counted else 0

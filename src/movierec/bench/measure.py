@@ -8,7 +8,6 @@ sum per step); the clock synchronises at the two ends of the timed window only.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -17,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from movierec.errors import UserError
+from movierec.folders.io import read_json
+from movierec.folders.rundir import RunDir
 
 WARMUP_FRACTION = 0.2
 PROFILED_STEPS = 5  # GPU-busy fraction: device kernel time over wall time over the last 5 steps
-WINDOW_FILE = "bench_window.json"
 
 
 def warmup_steps(steps: int) -> int:
@@ -65,7 +65,7 @@ def busy_fraction(intervals: list[tuple[float, float]], wall_us: float) -> float
 
 
 def window_callback(out_dir: Path, steps: int, device: str):
-    """A TrainerCallback writing WINDOW_FILE: synchronised times at the window's ends and, on CUDA, the
+    """A TrainerCallback writing RunDir.BENCH_WINDOW: synchronised times at the window's ends and, on CUDA, the
     GPU-busy fraction of the profiled steps."""
     from transformers import TrainerCallback
 
@@ -103,26 +103,25 @@ def window_callback(out_dir: Path, steps: int, device: str):
         def on_train_end(self, args, state, control, **kwargs):
             record = {"start_step": start, "end_step": end, "seconds": self.marks.get(end, 0) - self.marks.get(start, 0),
                       **self.busy}
-            (Path(out_dir) / WINDOW_FILE).write_text(json.dumps(record))
+            RunDir(out_dir).write_json(RunDir.BENCH_WINDOW, record)
 
     return BenchWindow()
 
 
-def measure(out_dir: Path, steps: int, rows_per_step: int, per_row: tuple[float, float]) -> dict[str, Any]:
+def measure(run: RunDir, steps: int, rows_per_step: int, per_row: tuple[float, float]) -> dict[str, Any]:
     """Rates over the timed window, step-time percentiles, and the first and last logged loss (both finite).
 
     per_row: (examples, real tokens) per batch row: 1 example and the generated data's mean length
     unpacked, the packed sequences' means packed.
     """
-    times = [json.loads(line) for line in (out_dir / "step_times.jsonl").read_text().splitlines()]
+    times = run.read_jsonl(RunDir.STEP_TIMES)
     if len(times) != steps:
         raise UserError(f"bench: {len(times)} steps were timed, expected {steps}")
-    win = json.loads((out_dir / WINDOW_FILE).read_text())
+    win = read_json(run.file(RunDir.BENCH_WINDOW))
     timed_steps = win["end_step"] - win["start_step"]
     seconds = win["seconds"]
     step_s = np.array([t["seconds"] for t in times[win["start_step"]:win["end_step"]]])
-    losses = [line["loss"] for line in map(json.loads, (out_dir / "trainer_log.jsonl").read_text().splitlines())
-              if "loss" in line]
+    losses = [line["loss"] for line in run.read_jsonl(RunDir.TRAINER_LOG) if "loss" in line]
     if not losses or not all(math.isfinite(x) for x in (losses[0], losses[-1])):
         raise UserError(f"bench: training loss not finite (first {losses[:1]}, last {losses[-1:]})")
     examples = timed_steps * rows_per_step * per_row[0]
@@ -137,12 +136,12 @@ def measure(out_dir: Path, steps: int, rows_per_step: int, per_row: tuple[float,
             "gpu_busy_fraction": win["gpu_busy_fraction"], "gpu_busy_note": win["gpu_busy_note"]}
 
 
-def measure_eval(out_dir: Path, n_eval: int, eval_batch: int, auc_batch: int) -> dict[str, Any]:
+def measure_eval(run: RunDir, n_eval: int, eval_batch: int, auc_batch: int) -> dict[str, Any]:
     """LLaMA-Factory's evaluation (eval_results.json) and movierec's AUC callback (trainer_log.jsonl)."""
-    metrics = json.loads((out_dir / "eval_results.json").read_text())
+    metrics = read_json(run.file(RunDir.EVAL_RESULTS))
     out: dict[str, Any] = {"eval": {"examples": n_eval, "batch_size": eval_batch, "seconds": metrics["eval_runtime"],
                                     "examples_per_s": n_eval / metrics["eval_runtime"]}, "auc": None}
-    lines = [json.loads(line) for line in (out_dir / "trainer_log.jsonl").read_text().splitlines()]
+    lines = run.read_jsonl(RunDir.TRAINER_LOG)
     auc = [line for line in lines if "eval_auc_seconds" in line]
     if auc:
         n, s = auc[-1]["eval_auc_examples"], auc[-1]["eval_auc_seconds"]

@@ -23,7 +23,7 @@ import yaml
 
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
-from movierec.folders.io import atomic_write_json, atomic_write_text
+from movierec.folders.io import atomic_write_json, atomic_write_text, read_json
 from movierec.folders.ownership import foreign_entries, hold, pid_alive  # noqa: F401 - pid_alive: export's
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class RunDir:
     TRAIN_RESULTS = "train_results.json"
     EVAL_RESULTS = "eval_results.json"
     ALL_RESULTS = "all_results.json"
+    ADAPTER_CONFIG = "adapter_config.json"  # in each checkpoint-N
+    BENCH_WINDOW = "bench_window.json"  # `movierec bench`'s timed window (its runs only)
 
     def __init__(self, path: str | os.PathLike):
         self.path = expand(path)
@@ -215,6 +217,11 @@ class RunDir:
         except (OSError, ValueError):
             return {}
         return state if isinstance(state, dict) else {}
+
+    @classmethod
+    def adapter_config(cls, ckpt: Path) -> dict[str, Any]:
+        """A checkpoint's adapter_config.json (peft's LoRA settings)."""
+        return read_json(ckpt / cls.ADAPTER_CONFIG)
 
     def best_checkpoint(self) -> Path | None:
         """The best checkpoint the trainer recorded (metric_for_best_model), if it still exists."""

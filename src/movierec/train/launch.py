@@ -1,16 +1,11 @@
-"""`movierec train`: validate, render LLaMA-Factory arguments, own the run folder, launch, resume.
-
-LLaMA-Factory stays behind this module: it receives one dict of arguments (also saved as
-`llamafactory_train.yaml`, runnable by `llamafactory-cli train`), either in this process or in
-each rank started by torchrun. Every check runs before anything is written; a run that fails
-before its first step leaves nothing behind, so the same command can be rerun.
+"""`movierec train`: validate, own the run folder, then drive a TrainingSession (check, plan, record, launch);
+resume. Every check runs before anything is written; a run that fails before its first step leaves nothing
+behind, so the same command can be rerun.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -19,14 +14,9 @@ from typing import Any
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.rundir import RunDir
-from movierec.train.config import RunConfig, arg, lora_alpha
+from movierec.train.config import RunConfig
 from movierec.train.plan import TrainPlan
-
-# LoRA settings saved in a checkpoint's adapter_config.json (LLaMA-Factory key: peft key). Resuming with other
-# shapes fails on a size mismatch; with another scale (lora_alpha, use_rslora) or dropout the restored weights
-# silently compute something else (measured: eval loss 0.31 -> 6.76 after changing lora_alpha).
-ADAPTER_KEYS = {"lora_rank": "r", "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout",
-                "use_rslora": "use_rslora", "use_dora": "use_dora", "lora_target": "target_modules"}
+from movierec.train.session import Distributed, TrainingSession
 
 
 def keep_checkpoint_schedule(cfg: RunConfig, resume: Path) -> RunConfig:
@@ -54,86 +44,63 @@ def _completed_step(resume: Path | None) -> int | None:
     return step if isinstance(step, int) else None
 
 
-def check_adapter(resume: Path, lf_args: dict[str, Any]) -> None:
-    """Resuming needs the checkpoint's adapter settings: refuse a config that changed them, naming the keys."""
-    import json
-
-    saved = json.loads((resume / "adapter_config.json").read_text(encoding="utf-8"))
-    rank = int(arg(lf_args, "lora_rank"))
-    wanted = {"lora_rank": rank, "lora_alpha": float(lora_alpha(lf_args)), "lora_dropout": float(arg(lf_args, "lora_dropout")),
-              "use_rslora": bool(arg(lf_args, "use_rslora")), "use_dora": bool(arg(lf_args, "use_dora"))}
-    target = arg(lf_args, "lora_target")
-    if target != "all":  # "all" is resolved against the model's layers; the checkpoint stores the list
-        wanted["lora_target"] = sorted(t.strip() for t in str(target).split(","))
-    differ = []
-    for key, value in wanted.items():
-        have = saved.get(ADAPTER_KEYS[key])
-        have = sorted(have) if isinstance(have, list) else have
-        if have is not None and (abs(have - value) > 1e-9 if isinstance(value, float) else have != value):
-            differ.append(f"{key} {_plain(value)} (the checkpoint's: {_plain(have)})")
-    if differ:
-        raise UserError(f"--resume: {resume.name}'s adapter was trained with other settings: {', '.join(differ)}; "
-                        "resume with the checkpoint's settings or start a fresh run")
-
-
-def _plain(value: Any) -> Any:
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-def launch(run: RunDir, args, device: str, launch_dir: Path, verbose: bool) -> int:
-    """Run the worker in this process, or under torchrun for several processes / nodes."""
-    lf_yaml, resolved = launch_dir / RunDir.LF_ARGS, launch_dir / RunDir.RESOLVED
-    world = args.nproc_per_node * args.nnodes
-    if world == 1 and not os.environ.get("FORCE_TORCHRUN"):
-        from movierec.train.worker import run as run_worker
-
-        try:
-            run_worker(lf_yaml, resolved, verbose=verbose)
-        except Exception as e:  # noqa: BLE001 - any failure of the run: its traceback goes to train.log
-            from movierec.train.worker import log_exception
-
-            log_exception(run, e)
-            return 1
-        return 0
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes", str(args.nnodes), "--node_rank", str(args.node_rank),
-        "--nproc_per_node", str(args.nproc_per_node),
-        "--master_addr", args.master_addr, "--master_port", str(args.master_port),
-        "-m", "movierec.train.worker", str(lf_yaml), str(resolved), *(["--verbose"] if verbose else []),
-    ]
-    print("launching:", shlex.join(cmd), flush=True)
-    env = dict(os.environ)
-    if device == "cuda":  # LLaMA-Factory's launcher sets the same for DDP
-        env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-        env.setdefault("TORCH_NCCL_AVOID_RECORD_STREAMS", "1")
-    return subprocess.run(cmd, env=env).returncode
-
-
 def main(args) -> int:
-    from movierec.device import apply_device, planned_device, resolve_device
-    from movierec.models.params import count_for_config
-    from movierec.train.checks import check_device_levers
-    from movierec.train.config import (
-        check_run_name,
-        check_with_llamafactory,
-        load_config,
-        render_llamafactory_args,
-        validate,
-    )
-    from movierec.train.plan import data_counts, train_plan
     from movierec.train.record import run_metadata
 
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other: pick one")
-    if args.nproc_per_node < 1 or args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
-        raise UserError("--nproc-per-node and --nnodes must be >= 1 and 0 <= --node-rank < --nnodes")
-    cfg = load_config(args.config, args.override)
+    dist = Distributed(args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr, args.master_port)
+    dist.check()
+    session, raw, notes = open_session(args, dist)
+    session.check(planning=args.dry_run)
+    plan = session.make_plan()
+    record = {**run_metadata(args, raw, session.lf_args, session.config.movierec, session.device,
+                             dist.world_size, session.data), **session.record()}
+    done = _completed_step(session.resume)
+    if session.resume is not None and done is None:
+        raise UserError(f"--resume: {session.resume}/{RunDir.TRAINER_STATE} records no global_step")
+    total = plan.total_optimizer_steps if plan else None
+    if done is not None and total and done >= total:
+        print(f"{session.run.path}: already complete ({session.resume.name} is step {done:,} of {total:,}); nothing "
+              "to resume. To train longer, raise max_steps or num_train_epochs.")
+        return 0
+    if session.counts["prepared"]:
+        session.data.check_splits(session.lf_args.get("dataset"), session.lf_args.get("eval_dataset"))
+    if args.dry_run:
+        from movierec.train.dryrun import print_dry_run
+
+        print(f"device: {session.device}" + (f" ({', '.join(notes)})" if notes else ""))
+        print_dry_run(record, session.lf_args, plan, session.config.movierec, args.rate)
+        return 0
+    session.data.require().verify()  # the files training reads are the ones `prepare` wrote
+    if dist.node_rank != 0:  # node 0 owns output_dir (possibly a shared filesystem); this node only launches
+        launch_dir = Path(tempfile.mkdtemp(prefix="movierec-node"))
+        session.write(record, launch_dir)
+        return _finish(session.run, session.launch(launch_dir, args.verbose), started=None)
+    return _train(session, record, done, notes, args)
+
+
+def open_session(args, dist: Distributed) -> tuple[TrainingSession, dict[str, Any], list[str]]:
+    """The validated config bound to its run folder, data folder, device and resume point."""
+    from movierec.device import apply_device, planned_device, resolve_device
+    from movierec.train.config import check_run_name, load_config, validate
+
+    raw = load_config(args.config, args.override)
     device = planned_device(args.device) if args.dry_run else resolve_device(args.device)
-    config = validate(cfg, data_required=not args.dry_run)
+    config = validate(raw, data_required=not args.dry_run)
     if "output_dir" not in config.llamafactory:
         raise UserError("output_dir: missing (where checkpoints and logs go)")
-    run, data = RunDir(config.get("output_dir")), DatasetDir(config.get("dataset_dir") or "data")
+    run, data = RunDir(config.get("output_dir")), DatasetDir(config.get("dataset_dir"))
+    _check_run_folder(run)
+    run_name = check_run_name(args.run_name or run.path.name)
+    config, notes = apply_device(config, device)
+    resume = run.resume_point(args.resume)
+    if resume is not None:
+        config = keep_checkpoint_schedule(config, resume)
+    return TrainingSession(config, device, run, data, run_name, dist, resume, args.deepspeed), raw, notes
+
+
+def _check_run_folder(run: RunDir) -> None:
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"output_dir: {run.path} is a file, not a folder")
     blocker = next((p for p in run.path.parents if p.exists() and not p.is_dir()), None)
@@ -141,51 +108,11 @@ def main(args) -> int:
         raise UserError(f"output_dir: {run.path} cannot be a folder, {blocker} is a file")
     if run.path == Path.cwd().resolve() or run.path in Path.cwd().resolve().parents:
         raise UserError(f"output_dir: {run.path} holds the current directory; pick a folder of its own")
-    run_name = check_run_name(args.run_name or run.path.name)
-    config, notes = apply_device(config, device)
-    resume = run.resume_point(args.resume)
-    if resume is not None:
-        config = keep_checkpoint_schedule(config, resume)
-    world = args.nproc_per_node * args.nnodes
-    lf_args = render_llamafactory_args(config.llamafactory, run, data, run_name, resume, args.deepspeed)
-    checked = lf_args
-    if args.dry_run and device == "cuda" and resolve_device("auto") != "cuda":  # planning a GPU run on a CPU:
-        # LLaMA-Factory's checks minus the precision this machine cannot have
-        checked = dict(apply_device(RunConfig(lf_args), "cpu")[0].llamafactory)
-    problems = check_device_levers(lf_args, device) or check_with_llamafactory(checked)  # the device's first
-    if problems:
-        raise UserError("\n".join(problems))
-    if resume is not None:
-        check_adapter(resume, lf_args)
-    record = run_metadata(args, cfg, lf_args, config.movierec, device, world, data)
-    record["parameters"] = count_for_config(lf_args)
-    counts = data_counts(lf_args, data)
-    record["data_counts"] = counts
-    plan = train_plan(lf_args, counts["train"], world, data) if counts["train"] else None
-    record["plan"] = plan.to_dict() if plan else None
 
-    done = _completed_step(resume)
-    if resume is not None and done is None:
-        raise UserError(f"--resume: {resume}/{RunDir.TRAINER_STATE} records no global_step")
-    total = plan.total_optimizer_steps if plan else None
-    if done is not None and total and done >= total:
-        print(f"{run.path}: already complete ({resume.name} is step {done:,} of {total:,}); nothing to resume. "
-              "To train longer, raise max_steps or num_train_epochs.")
-        return 0
-    if counts["prepared"]:
-        data.check_splits(lf_args.get("dataset"), lf_args.get("eval_dataset"))
-    if args.dry_run:
-        from movierec.train.dryrun import print_dry_run
 
-        print(f"device: {device}" + (f" ({', '.join(notes)})" if notes else ""))
-        print_dry_run(record, lf_args, plan, config.movierec, args.rate)
-        return 0
-    data.require().verify()  # the files training reads are the ones `prepare` wrote (no manifest: not prepared)
-    if args.node_rank != 0:  # node 0 owns output_dir (possibly a shared filesystem); this node only launches
-        launch_dir = Path(tempfile.mkdtemp(prefix="movierec-node"))
-        _write(launch_dir, record, lf_args)
-        return _finish(run, launch(run, args, device, launch_dir, args.verbose), started=None)
-
+def _train(session: TrainingSession, record: dict[str, Any], done: int | None, notes: list[str], args) -> int:
+    """Hold the run folder, clear or cut it back to the resume point, launch; undo a run that never stepped."""
+    run, resume = session.run, session.resume
     existed = run.path.exists()
     with run.lock(shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
         entries = sorted(p.name for p in run.path.iterdir() if p.name != RunDir.LOCK)
@@ -198,19 +125,15 @@ def main(args) -> int:
         if resume is not None:
             before = run.keep_previous_record(resume)
             logs = run.truncate_logs(done)
-        _write(run.path, record, lf_args)
-        _header(run, record, plan, device, notes, resume)
-        rc = launch(run, args, device, run.path, args.verbose)
+        session.write(record)
+        _header(run, record, session.plan, session.device, notes, resume)
+        rc = session.launch(verbose=args.verbose)
         started = _started(run, done)
         if rc != 0 and not started:
             _undo(run, resume, before, logs)
     if rc != 0 and not started and resume is None and not existed:
         run.path.rmdir()  # empty again: the lock went with the `with` block
     return _finish(run, rc, started)
-
-
-def _write(folder: Path, record: dict[str, Any], lf_args: dict[str, Any]) -> None:
-    RunDir(folder).write_record(record, lf_args)
 
 
 def _started(run: RunDir, done: int | None) -> bool:
