@@ -104,8 +104,9 @@ def _setup(config: str | Path, overrides: list[str] | None, device: str):
     """Validated (lf, mr, device, data counts, data folder) of a config; bench generates its own examples."""
     from movierec.device import apply_device, resolve_device
     from movierec.train.checks import check_device_levers
-    from movierec.train.config import load_config, validate
+    from movierec.train.config import validate
     from movierec.train.plan import data_counts
+    from movierec.train.schema import load_config
 
     cfg = load_config(config, overrides)
     device = resolve_device(device)

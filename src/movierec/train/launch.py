@@ -83,7 +83,8 @@ def main(args) -> int:
 def open_session(args, dist: Distributed) -> tuple[TrainingSession, dict[str, Any], list[str]]:
     """The validated config bound to its run folder, data folder, device and resume point."""
     from movierec.device import apply_device, planned_device, resolve_device
-    from movierec.train.config import check_run_name, load_config, validate
+    from movierec.train.config import check_run_name, validate
+    from movierec.train.schema import load_config
 
     raw = load_config(args.config, args.override)
     device = planned_device(args.device) if args.dry_run else resolve_device(args.device)
