@@ -202,17 +202,14 @@ def _evaluation(run: RunDir, ckpt: str) -> str:
 
 def model_card(out: Path, run: RunDir, data: DatasetDir, record: dict[str, Any], example: dict[str, Any],
                prompt: str) -> str:
-    from movierec.data.layouts import RELEASES
-
     lf, plan = run.lf_args(), run.plan()
-    adapter = json.loads((run.path / record["checkpoint"] / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter = RunDir.adapter_config(run.path / record["checkpoint"])
     manifest, counts = data.manifest(), data.counts()
     cfg = manifest.get("config") or {}
     quant = (f"QLoRA: {lf['quantization_bit']}-bit {lf.get('quantization_type', 'nf4')} base "
              f"(double quantization {bool(lf.get('double_quantization'))})" if lf.get("quantization_bit")
              else "LoRA on the unquantised base")
     source = "synthetic (`movierec synth`)" if cfg.get("synth") else (cfg.get("url") or cfg.get("input"))
-    yes, no = record["answer_tokens"]["Yes"], record["answer_tokens"]["No"]
     hyper = [("learning rate", lf.get("learning_rate")), ("scheduler", lf.get("lr_scheduler_type")),
              ("warmup steps", plan and plan.warmup_steps), ("optimizer steps", plan and plan.total_optimizer_steps),
              ("epochs", lf.get("num_train_epochs")), ("examples per step", plan and plan.examples_per_step),
@@ -220,6 +217,16 @@ def model_card(out: Path, run: RunDir, data: DatasetDir, record: dict[str, Any],
              ("max grad norm", lf.get("max_grad_norm")), ("cutoff_len (tokens)", lf.get("cutoff_len")),
              ("precision", "bf16" if lf.get("bf16") else "fp16" if lf.get("fp16") else "fp32"),
              ("seed", lf.get("seed"))]
+    return _card_about(out, run, record, lf, adapter, quant, manifest, counts, cfg, source, data) + "".join(
+        f"| {k} | {_num(v)} |\n" for k, v in hyper) + _card_usage(out, run, record, lf, example, prompt)
+
+
+def _card_about(out: Path, run: RunDir, record: dict[str, Any], lf: dict[str, Any], adapter: dict[str, Any],
+                quant: str, manifest: dict[str, Any], counts: dict[str, Any], cfg: dict[str, Any], source: str,
+                data: DatasetDir) -> str:
+    """The card down to the training table's header: what it is, base model, method, data."""
+    from movierec.data.layouts import RELEASES
+
     return f"""# {out.name}: a Yes/No movie recommender
 
 Given a user's recent ratings and a candidate movie, this causal LM answers "Yes" (the user will like it) or
@@ -251,7 +258,14 @@ ratings. Prepared data `{data.path}` (manifest sha256 `{record['data_manifest_sh
 
 | hyperparameter | value |
 |---|---|
-""" + "".join(f"| {k} | {_num(v)} |\n" for k, v in hyper) + f"""
+"""
+
+
+def _card_usage(out: Path, run: RunDir, record: dict[str, Any], lf: dict[str, Any], example: dict[str, Any],
+                prompt: str) -> str:
+    """The card from the checkpoint on: its evaluation, the prompt, a runnable P(Yes) snippet, the files."""
+    yes, no = record["answer_tokens"]["Yes"], record["answer_tokens"]["No"]
+    return f"""
 ## Checkpoint
 
 `{record['checkpoint']}` (optimizer step {record['step']}) of the run.

@@ -61,19 +61,7 @@ def ranking_metrics(list_ids: ArrayLike, scores: ArrayLike, relevant: ArrayLike,
         ValueError: mismatched lengths, non-finite scores, bad ks, or a k longer than a scored list.
     """
     _check_n_boot(n_boot)
-    ids = np.asarray(list_ids).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    rel_in = np.asarray(relevant).ravel()
-    if not ids.size == s.size == rel_in.size:
-        raise ValueError(f"list_ids, scores and relevant differ in length: {ids.size}, {s.size}, {rel_in.size}")
-    if not np.isin(rel_in, (0, 1)).all():
-        raise ValueError("relevant must be bool or 0/1")
-    if not np.isfinite(s).all():
-        raise ValueError("scores must be finite")
-    ks = [int(k) for k in ks]
-    if not ks or min(ks) < 1:
-        raise ValueError(f"ks must be whole numbers >= 1, got {ks}")
-    rel = rel_in.astype(bool)
+    ids, s, rel, ks = _checked(list_ids, scores, relevant, ks)
     uniq, codes = np.unique(ids, return_inverse=True)
     codes = codes.ravel()
     sizes = np.bincount(codes, minlength=uniq.size)
@@ -91,18 +79,7 @@ def ranking_metrics(list_ids: ArrayLike, scores: ArrayLike, relevant: ArrayLike,
                          f"{uniq[shortest]}): lower k or give every user at least {max(ks)} candidates")
 
     rank, tied = _ranks(codes, s, rel, sizes)
-    rr, rc = rank[rel], codes[rel]
-    first = np.full(uniq.size, np.iinfo(np.int64).max)
-    np.minimum.at(first, rc, rr)
-    discount = 1.0 / np.log2(np.arange(2, max(ks) + 2))
-    ideal = np.cumsum(discount)
-    per_list = {}
-    for k in ks:
-        per_list[f"hr@{k}"] = (first <= k).astype(np.float64)
-        dcg = np.bincount(rc, weights=np.where(rr <= k, 1.0 / np.log2(rr + 1), 0.0), minlength=uniq.size)
-        per_list[f"ndcg@{k}"] = dcg / ideal[np.clip(np.minimum(n_rel, k), 1, None) - 1]
-    per_list["mrr"] = 1.0 / np.where(keep, first, 1)
-    per_list = {name: v[keep] for name, v in per_list.items()}
+    per_list = _per_list(rank, codes, rel, n_rel, keep, ks)
 
     n_lists = int(keep.sum())
     boot = {name: [] for name in per_list}
@@ -116,3 +93,38 @@ def ranking_metrics(list_ids: ArrayLike, scores: ArrayLike, relevant: ArrayLike,
     return {**out, "users": n_lists, "users_without_relevant": int(uniq.size - n_lists),
             "candidates_per_user": {"mean": float(kept.mean()), "min": int(kept.min()), "max": int(kept.max())},
             "tied_relevant_share": tied}
+
+
+def _checked(list_ids: ArrayLike, scores: ArrayLike, relevant: ArrayLike,
+             ks: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    """ranking_metrics' inputs as flat arrays (relevant as bool) and ks as ints, or a ValueError saying why not."""
+    ids = np.asarray(list_ids).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    rel_in = np.asarray(relevant).ravel()
+    if not ids.size == s.size == rel_in.size:
+        raise ValueError(f"list_ids, scores and relevant differ in length: {ids.size}, {s.size}, {rel_in.size}")
+    if not np.isin(rel_in, (0, 1)).all():
+        raise ValueError("relevant must be bool or 0/1")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be whole numbers >= 1, got {ks}")
+    return ids, s, rel_in.astype(bool), ks
+
+
+def _per_list(rank: np.ndarray, codes: np.ndarray, rel: np.ndarray, n_rel: np.ndarray, keep: np.ndarray,
+              ks: list[int]) -> dict[str, np.ndarray]:
+    """HR@k, NDCG@k and the reciprocal rank of every list that holds a relevant candidate."""
+    n = n_rel.size
+    rr, rc = rank[rel], codes[rel]
+    first = np.full(n, np.iinfo(np.int64).max)
+    np.minimum.at(first, rc, rr)
+    ideal = np.cumsum(1.0 / np.log2(np.arange(2, max(ks) + 2)))
+    per_list = {}
+    for k in ks:
+        per_list[f"hr@{k}"] = (first <= k).astype(np.float64)
+        dcg = np.bincount(rc, weights=np.where(rr <= k, 1.0 / np.log2(rr + 1), 0.0), minlength=n)
+        per_list[f"ndcg@{k}"] = dcg / ideal[np.clip(np.minimum(n_rel, k), 1, None) - 1]
+    per_list["mrr"] = 1.0 / np.where(keep, first, 1)
+    return {name: v[keep] for name, v in per_list.items()}
