@@ -164,16 +164,22 @@ def score_baselines(ratings: pd.DataFrame, movies: pd.DataFrame, examples: pd.Da
     probs["gbdt+mf"], stack_iterations = _gbdt(x_fit[FEATURES].iloc[:n_mf].assign(mf=mf_fit), y_fit[:n_mf],
                                                x_eval[FEATURES].assign(mf=mf_eval), seed)
     valid_mf = None if valid is None else _validation(valid, pre, split, early, maps["mf"], threshold)
-    fit_info = {"history_ratings": len(before_split), "fit_rows": len(fit), "fit_split_timestamp": split,
-                "fit_rows_min_history": min_history, "gbdt_iterations": iterations, "features": FEATURES,
-                "shrinkage": SHRINK, "mf": {**mf.PARAMS, "calibration_rows": min(len(fit), MF_FIT_ROWS)},
-                "gbdt+mf": {"fit_rows": n_mf, "iterations": stack_iterations, "features": [*FEATURES, "mf"],
-                            "mf_feature": "u . v (mf's raw score); fit rows: factors fitted before the split, so "
-                                          "out-of-sample; eval rows: the mf baseline's own (fitted before the cutoff)"},
-                "validation_rows": 0 if valid is None else len(valid),
-                "user_side": "each target's user's ratings strictly before its time (eval: other eval targets "
-                             "excluded); movie side and fits: before the cutoff (fit rows: before the split)"}
+    fit_info = _fit_info(len(before_split), len(fit), split, min_history, iterations, n_mf, stack_iterations, valid)
     return {name: probs[name] for name in NAMES}, fit_info, valid_mf
+
+
+def _fit_info(history: int, n_fit: int, split: int, min_history: int, iterations: int, n_mf: int,
+              stack_iterations: int, valid: pd.DataFrame | None) -> dict:
+    """What baselines.json says of the fits."""
+    return {"history_ratings": history, "fit_rows": n_fit, "fit_split_timestamp": split,
+            "fit_rows_min_history": min_history, "gbdt_iterations": iterations, "features": FEATURES,
+            "shrinkage": SHRINK, "mf": {**mf.PARAMS, "calibration_rows": min(n_fit, MF_FIT_ROWS)},
+            "gbdt+mf": {"fit_rows": n_mf, "iterations": stack_iterations, "features": [*FEATURES, "mf"],
+                        "mf_feature": "u . v (mf's raw score); fit rows: factors fitted before the split, so "
+                                      "out-of-sample; eval rows: the mf baseline's own (fitted before the cutoff)"},
+            "validation_rows": 0 if valid is None else len(valid),
+            "user_side": "each target's user's ratings strictly before its time (eval: other eval targets "
+                         "excluded); movie side and fits: before the cutoff (fit rows: before the split)"}
 
 
 def _gbdt(x_fit: pd.DataFrame, y_fit: np.ndarray, x_eval: pd.DataFrame, seed: int) -> tuple[np.ndarray, int]:

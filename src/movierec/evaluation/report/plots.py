@@ -27,7 +27,18 @@ def write_plots(run: dict, plot_dir: Path) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written, log = {}, run["log"]
+    written = {}
+    for name, fig in [*_curves(run, plt), ("auc_comparison", _auc_comparison(run, plt)),
+                      ("calibration", _calibration(run, plt))]:
+        if fig is not None:
+            _save(fig, plot_dir / f"{name}.png")
+            written[name] = f"{plot_dir.name}/{name}.png"
+    return written
+
+
+def _curves(run: dict, plt) -> list[tuple[str, object]]:
+    """Training loss, eval loss and eval AUC per step (the AUC with the baselines and the oracle)."""
+    out, log = [], run["log"]
     series = {"train_loss": ("loss", "training loss"), "eval_loss": ("eval_loss", "eval loss"),
               "eval_auc": ("eval_auc", "eval AUC (Yes/No)")}
     for name, (col, label) in series.items():
@@ -49,39 +60,46 @@ def write_plots(run: dict, plot_dir: Path) -> dict[str, str]:
         ax.set(xlabel="optimizer step", ylabel=label, title=f"{label} — {run['resolved'].get('run_name', '')}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        _save(fig, plot_dir / f"{name}.png")
-        written[name] = f"{plot_dir.name}/{name}.png"
-    rows = auc_rows(run)
-    if rows:
-        fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-        for y, (name, auc, ci) in enumerate(rows):
-            err = [[auc - ci[0]], [ci[1] - auc]] if ci else None
-            ax.errorbar(auc, y, xerr=err, fmt="o", color="C0" if name.startswith("LLM") else "gray", capsize=3)
-        ax.axvline(0.5, ls=":", color="gray", lw=1)
-        ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
-        ax.invert_yaxis()
-        ax.set(xlabel="AUC on the eval examples (bars: 95% user-level bootstrap interval)",
-               title="Models on the same eval examples")
-        ax.grid(axis="x", alpha=0.3)
-        _save(fig, plot_dir / "auc_comparison.png")
-        written["auc_comparison"] = f"{plot_dir.name}/auc_comparison.png"
-    if run["predictions"]:
-        from movierec.evaluation.metrics import calibration_bins
+        out.append((name, fig))
+    return out
 
-        pred = pd.DataFrame(run["predictions"])
-        bins = calibration_bins(pred["label"], pred["p_yes"], n_bins=10)
-        fig, ax = plt.subplots(figsize=(5, 5))
-        ax.plot([0, 1], [0, 1], ls="--", color="gray", label="perfect calibration")
-        ax.plot(bins.mean_pred, bins.frac_pos, marker="o", label="model")
-        for row in bins.itertuples():
-            ax.annotate(f"{row.count}", (row.mean_pred, row.frac_pos), fontsize=7, xytext=(3, -9),
-                        textcoords="offset points")
-        ax.set(xlabel="mean P(Yes) in bin", ylabel="share of positives", xlim=(0, 1), ylim=(0, 1),
-               title="Calibration (10 equal-width bins; counts annotated)")
-        ax.legend(fontsize=8)
-        _save(fig, plot_dir / "calibration.png")
-        written["calibration"] = f"{plot_dir.name}/calibration.png"
-    return written
+
+def _auc_comparison(run: dict, plt):
+    """Every model's AUC with its interval, on the same eval examples (None without rows)."""
+    rows = auc_rows(run)
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    for y, (name, auc, ci) in enumerate(rows):
+        err = [[auc - ci[0]], [ci[1] - auc]] if ci else None
+        ax.errorbar(auc, y, xerr=err, fmt="o", color="C0" if name.startswith("LLM") else "gray", capsize=3)
+    ax.axvline(0.5, ls=":", color="gray", lw=1)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="AUC on the eval examples (bars: 95% user-level bootstrap interval)",
+           title="Models on the same eval examples")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _calibration(run: dict, plt):
+    """The fine-tuned model's calibration in 10 bins (None without predictions)."""
+    if not run["predictions"]:
+        return None
+    from movierec.evaluation.metrics import calibration_bins
+
+    pred = pd.DataFrame(run["predictions"])
+    bins = calibration_bins(pred["label"], pred["p_yes"], n_bins=10)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", label="perfect calibration")
+    ax.plot(bins.mean_pred, bins.frac_pos, marker="o", label="model")
+    for row in bins.itertuples():
+        ax.annotate(f"{row.count}", (row.mean_pred, row.frac_pos), fontsize=7, xytext=(3, -9),
+                    textcoords="offset points")
+    ax.set(xlabel="mean P(Yes) in bin", ylabel="share of positives", xlim=(0, 1), ylim=(0, 1),
+           title="Calibration (10 equal-width bins; counts annotated)")
+    ax.legend(fontsize=8)
+    return fig
 
 
 def auc_rows(run: dict) -> list[tuple[str, float, list[float] | None]]:
