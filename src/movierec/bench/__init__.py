@@ -130,6 +130,11 @@ def _device_info(device: str) -> tuple[str, float | None, float | None]:
     return name, peak_flops(name), measured_matmul_flops()
 
 
+PEAK_MEMORY_KIND = {kind == "cuda": f"{what}; peak_memory_gib includes the evaluation, train_peak_memory_gib stops "
+                    "when training ends" for kind, what in (("cuda", "torch.cuda.max_memory_allocated"),
+                                                            ("cpu", "peak RSS (VmHWM)"))}
+
+
 def _n_bench_eval(batch: int) -> int:
     """Eval examples the benchmark times: 16 batches (the dataloader workers' start-up, paid once per
     evaluation, stays a small part of the time), at least 32, at most 1024."""
@@ -142,8 +147,6 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
     from movierec.folders.rundir import RunDir
     from movierec.models.params import load_model_config
     from movierec.train.config import RunConfig
-    from movierec.train.dryrun import time_estimate
-    from movierec.train.plan import train_plan
     from movierec.train.session import TrainingSession
 
     if steps < 2:
@@ -153,13 +156,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
     batch, accum = int(arg(lf, "per_device_train_batch_size")), int(arg(lf, "gradient_accumulation_steps"))
     eval_batch = int(arg(lf, "per_device_eval_batch_size"))
     auc_batch = mr.eval_auc_batch_size
-    packed = bool(arg(lf, "neat_packing"))
-    cutoff = int(arg(lf, "cutoff_len"))
     device_name, peak, matmul = _device_info(device)
-
-    from datasets import Dataset, DatasetDict
-
-    from movierec.train.callbacks import ScoreCallback
 
     with tempfile.TemporaryDirectory(prefix="movierec-bench-") as tmp:
         work = Path(tmp)
@@ -167,42 +164,16 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         rows = steps * batch * accum  # exactly the batches the steps use
         n_eval = _n_bench_eval(eval_batch)
 
-        def make(n: int, seed: int) -> dict[str, list]:
-            return make_examples(n, stats, len(tokenizer), tokenizer.eos_token_id, cutoff, seed)
-
-        if packed:  # enough examples for `rows` packed sequences
-            fits = max(int((cutoff - 1) / stats["mean"]), 1)
-            train = pack_examples(make(int(rows * fits * 1.2) + 64, 0), lf, tokenizer)
-            if len(train["input_ids"]) < rows:
-                raise UserError(f"bench: packing gave {len(train['input_ids'])} sequences, {rows} needed")
-            train = {k: v[:rows] for k, v in train.items()}
-            # neat packing numbers the examples of a sequence 1, 2, ... in its attention mask (0: padding)
-            lengths = [int(c) for mask in train["attention_mask"] for c in np.bincount(mask)[1:]]
-            per_row = (len(lengths) / rows, sum(lengths) / rows)
-            eval_data = pack_examples(make(n_eval, 1), lf, tokenizer)
-        else:
-            train = make(rows, 0)
-            lengths = [len(x) for x in train["input_ids"]]
-            per_row = (1.0, float(np.mean(lengths)))
-            eval_data = make(n_eval, 1)
-        DatasetDict({"train": Dataset.from_dict(train), "validation": Dataset.from_dict(eval_data)}).save_to_disk(
-            work / "data")
-
+        make, lengths, per_row = _bench_data(lf, stats, tokenizer, rows, n_eval, work)
         args = bench_args(lf, steps, work, model_dir)
         session = TrainingSession(RunConfig(args, mr), device, RunDir(args["output_dir"]), DatasetDir(work / "data"),
                                   "bench")
         session.make_plan(rows)
         record = session.record()
         session.write(record, work)
-        lf_args = session.lf_args
         peaks: dict[str, float] = {}
-        extra = [_train_peak_callback(device, peaks), window_callback(work / "out", steps, device)]
-        n_auc = 0
-        if str(arg(lf, "eval_strategy")) != "no" and mr.auc_examples(counts["eval"] or 1):
-            n_auc = min(mr.auc_examples(counts["eval"] or 4450), _n_bench_eval(auc_batch))
-            prompts = make(n_auc, 2)["input_ids"]
-            extra.append(ScoreCallback(lf_args, mr, [p[:-ANSWER_TOKENS] for p in prompts],
-                                     np.random.default_rng(3).integers(0, 2, n_auc).tolist()))
+        extra = [_train_peak_callback(device, peaks), window_callback(work / "out", steps, device),
+                 *_auc_callback(session.lf_args, mr, counts, make)]
         gc.collect()  # a previous bench in this process must not count in this one's peak
         _reset_peak_memory(device)
         with _stdout_to_stderr():
@@ -215,28 +186,14 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
 
     trainable = counted["trainable"] if counted else 0
     flops = train_flops_per_token(model_cfg, params, trainable, attended_keys(lengths))
-    plan = projection = None
-    if counts["train"]:
-        plan = train_plan(lf, counts["train"], 1, data)
-        plan = plan if counts["eval"] else plan.without_evaluations()
-        projection = time_estimate(plan, result["examples_per_s"], counts["eval"], mr,
-                                   result["eval"]["examples_per_s"],
-                                   result["auc"]["examples_per_s"] if result["auc"] else None)
-        projection.update(n_train=counts["train"], n_eval=counts["eval"],
-                          auc_examples_per_evaluation=mr.auc_examples(counts["eval"]))
+    plan, projection = _projection(lf, counts, data, mr, result)
     return {
         "profile": Path(config).stem, "config": str(config), "overrides": list(overrides or []),
         "device": device, "device_name": device_name,
         "per_device_train_batch_size": batch, "gradient_accumulation_steps": accum,
-        "packing": packed, "cutoff_len": cutoff,
-        "quantization_bit": arg(lf, "quantization_bit"), "gradient_checkpointing": _checkpointing(lf),
-        "enable_liger_kernel": bool(arg(lf, "enable_liger_kernel")), "use_unsloth": bool(arg(lf, "use_unsloth")),
-        "torch_compile": bool(arg(lf, "torch_compile")), "optim": str(arg(lf, "optim")),
-        "logging_nan_inf_filter": arg(lf, "logging_nan_inf_filter"), "attention": str(arg(lf, "flash_attn")),
-        **result,
+        **_levers(lf), **result,
         "peak_memory_gib": round(peak_gib, 3), "train_peak_memory_gib": round(peaks["train_peak_gib"], 3),
-        "peak_memory_kind": ("torch.cuda.max_memory_allocated" if device == "cuda" else "peak RSS (VmHWM)")
-        + "; peak_memory_gib includes the evaluation, train_peak_memory_gib stops when training ends",
+        "peak_memory_kind": PEAK_MEMORY_KIND[device == "cuda"],
         "flops_per_token": flops, "peak_flops": peak, "measured_matmul_flops": matmul,
         "mfu": flops * result["tokens_per_s"] / peak if peak else None,
         "mfu_vs_measured_matmul": flops * result["tokens_per_s"] / matmul if matmul else None,
@@ -245,6 +202,74 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
                            "distribution_mean": round(float(stats["mean"]), 1), "from": source},
         "plan": plan.to_dict() if plan else None, "projection": projection,
     }
+
+
+def _auc_callback(lf_args: dict[str, Any], mr, counts: dict[str, Any], make) -> list:
+    """movierec's AUC callback on generated prompts, as many as an evaluation of the config scores (at most
+    _n_bench_eval); none when the config does not evaluate."""
+    from movierec.train.callbacks import ScoreCallback
+
+    if str(arg(lf_args, "eval_strategy")) == "no" or not mr.auc_examples(counts["eval"] or 1):
+        return []
+    n_auc = min(mr.auc_examples(counts["eval"] or 4450), _n_bench_eval(mr.eval_auc_batch_size))
+    prompts = make(n_auc, 2)["input_ids"]
+    return [ScoreCallback(lf_args, mr, [p[:-ANSWER_TOKENS] for p in prompts],
+                          np.random.default_rng(3).integers(0, 2, n_auc).tolist())]
+
+
+def _bench_data(lf: dict[str, Any], stats: dict[str, Any], tokenizer, rows: int, n_eval: int, work: Path):
+    """Generated train and eval examples of the drawn lengths, saved as LLaMA-Factory's tokenized data in
+    work/data; returns (the example maker, the examples' token lengths, (examples, tokens) per batch row)."""
+    from datasets import Dataset, DatasetDict
+
+    cutoff = int(arg(lf, "cutoff_len"))
+
+    def make(n: int, seed: int) -> dict[str, list]:
+        return make_examples(n, stats, len(tokenizer), tokenizer.eos_token_id, cutoff, seed)
+
+    if arg(lf, "neat_packing"):  # enough examples for `rows` packed sequences
+        fits = max(int((cutoff - 1) / stats["mean"]), 1)
+        train = pack_examples(make(int(rows * fits * 1.2) + 64, 0), lf, tokenizer)
+        if len(train["input_ids"]) < rows:
+            raise UserError(f"bench: packing gave {len(train['input_ids'])} sequences, {rows} needed")
+        train = {k: v[:rows] for k, v in train.items()}
+        # neat packing numbers the examples of a sequence 1, 2, ... in its attention mask (0: padding)
+        lengths = [int(c) for mask in train["attention_mask"] for c in np.bincount(mask)[1:]]
+        per_row = (len(lengths) / rows, sum(lengths) / rows)
+        eval_data = pack_examples(make(n_eval, 1), lf, tokenizer)
+    else:
+        train = make(rows, 0)
+        lengths = [len(x) for x in train["input_ids"]]
+        per_row = (1.0, float(np.mean(lengths)))
+        eval_data = make(n_eval, 1)
+    DatasetDict({"train": Dataset.from_dict(train), "validation": Dataset.from_dict(eval_data)}).save_to_disk(
+        work / "data")
+    return make, lengths, per_row
+
+
+def _projection(lf: dict[str, Any], counts: dict[str, Any], data: DatasetDir, mr, result: dict[str, Any]):
+    """The dry run's plan for the prepared data, and the whole run's wall time at the measured rates."""
+    from movierec.train.dryrun import time_estimate
+    from movierec.train.plan import train_plan
+
+    if not counts["train"]:
+        return None, None
+    plan = train_plan(lf, counts["train"], 1, data)
+    plan = plan if counts["eval"] else plan.without_evaluations()
+    projection = time_estimate(plan, result["examples_per_s"], counts["eval"], mr, result["eval"]["examples_per_s"],
+                               result["auc"]["examples_per_s"] if result["auc"] else None)
+    projection.update(n_train=counts["train"], n_eval=counts["eval"],
+                      auc_examples_per_evaluation=mr.auc_examples(counts["eval"]))
+    return plan, projection
+
+
+def _levers(lf: dict[str, Any]) -> dict[str, Any]:
+    """The profile's throughput levers, as the JSON reports them."""
+    return {"packing": bool(arg(lf, "neat_packing")), "cutoff_len": int(arg(lf, "cutoff_len")),
+            "quantization_bit": arg(lf, "quantization_bit"), "gradient_checkpointing": _checkpointing(lf),
+            "enable_liger_kernel": bool(arg(lf, "enable_liger_kernel")), "use_unsloth": bool(arg(lf, "use_unsloth")),
+            "torch_compile": bool(arg(lf, "torch_compile")), "optim": str(arg(lf, "optim")),
+            "logging_nan_inf_filter": arg(lf, "logging_nan_inf_filter"), "attention": str(arg(lf, "flash_attn"))}
 
 
 def _checkpointing(lf: dict[str, Any]) -> bool | str:
