@@ -155,7 +155,6 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
     stats, source = example_token_stats(data.path)
     batch, accum = int(arg(lf, "per_device_train_batch_size")), int(arg(lf, "gradient_accumulation_steps"))
     eval_batch = int(arg(lf, "per_device_eval_batch_size"))
-    auc_batch = mr.eval_auc_batch_size
     device_name, peak, matmul = _device_info(device)
 
     with tempfile.TemporaryDirectory(prefix="movierec-bench-") as tmp:
@@ -179,7 +178,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         with _stdout_to_stderr():
             session.launch(work, verbose=True, extra_callbacks=extra, catch=False)
         result = measure(session.run, steps, batch * accum, per_row)
-        result.update(measure_eval(session.run, n_eval, eval_batch, auc_batch))
+        result.update(measure_eval(session.run, n_eval, eval_batch, mr.eval_auc_batch_size))
         peak_gib = _peak_memory_gib(device)
         counted = record["parameters"]
         model_cfg = load_model_config(str(model_dir))
