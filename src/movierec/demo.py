@@ -6,7 +6,6 @@ tiny Qwen3 -> synthetic MovieLens + prepare -> 4-bit QLoRA training -> baselines
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from movierec.errors import UserError
@@ -58,8 +57,8 @@ def summary(run: Path, data: Path) -> str:
 
     log = RunDir(run).read_jsonl(RunDir.TRAINER_LOG)
     losses = [line["loss"] for line in log if "loss" in line]
-    metrics = json.loads(RunDir(run).file(RunDir.METRICS).read_text())
-    baselines = json.loads(DatasetDir(data).file(DatasetDir.BASELINES).read_text())
+    metrics = RunDir(run).read_json(RunDir.METRICS)
+    baselines = DatasetDir(data).read_json(DatasetDir.BASELINES)
     rows = [(f"LLM fine-tuned ({metrics['checkpoint']})", metrics["metrics"], metrics.get("ranking"))]
     if metrics.get("zero_shot"):
         rows.append(("LLM zero-shot (base model)", metrics["zero_shot"]["metrics"], metrics["zero_shot"].get("ranking")))

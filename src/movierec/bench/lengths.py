@@ -91,10 +91,7 @@ def example_token_stats(dataset_dir: str | Path) -> tuple[dict[str, Any], str]:
     path = DatasetDir(dataset_dir).file(DatasetDir.MANIFEST)
     if not path.is_file():
         return default_lengths(), f"real MovieLens-100K prompts shipped in movierec ({DEFAULT_LENGTHS}; no {path})"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read ({e})") from None
+    manifest = DatasetDir(dataset_dir).manifest()
     lengths, chars = manifest.get("example_lengths"), manifest.get("prompt_chars")
     if isinstance(lengths, dict) and lengths.get("unit") == "tokens":
         return lengths, f"{path} (tokens of {lengths.get('tokenizer')})"

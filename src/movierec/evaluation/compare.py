@@ -11,7 +11,6 @@ eval example, a column per baseline) and baselines_validation.jsonl (mf per vali
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pandas as pd
 from movierec.errors import UserError
 from movierec.evaluation import blend
 from movierec.folders.datadir import DatasetDir
+from movierec.folders.io import read_json
 
 KEY = ["user_id", "movie_id"]  # an eval (or validation) example: a user's rating of a movie, once each
 
@@ -41,10 +41,7 @@ def load_baselines(path: Path, data_sha: str) -> tuple[Baselines | None, str | N
     if not path.is_file():
         return None, (f"no {path}: run `movierec baselines --data DIR` before evaluate for the paired comparison "
                       "with the best baseline and the llm+mf blend")
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot be read ({e}); rerun `movierec baselines`") from None
+    result = read_json(path, hint="rerun `movierec baselines`")
     if not isinstance(result, dict) or not isinstance(result.get("baselines"), dict):
         raise UserError(f"{path}: not a baselines.json as `movierec baselines` writes it; rerun `movierec baselines`")
     if result.get("data_manifest_sha256") not in (None, data_sha):

@@ -220,8 +220,8 @@ def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[
 def _previous(run: RunDir, n: int, data_sha: str) -> dict[str, Any]:
     """An earlier metrics.json of the same eval examples of the same data (kept and updated), else nothing."""
     try:
-        previous = json.loads(run.file(RunDir.METRICS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        previous = run.read_json(RunDir.METRICS, default={})
+    except UserError:  # a damaged file is replaced by this evaluation's results
         return {}
     if not isinstance(previous, dict) or previous.get("n") != n:
         return {}

@@ -56,7 +56,7 @@ def read_json(path: str | os.PathLike, default: Any = _MISSING, hint: str = "") 
             return default
         raise UserError(f"{path}: not found" + (f"; {hint}" if hint else "")) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not readable ({getattr(e, 'strerror', None) or e})") from None
+        raise UserError(f"{path}: {_unreadable(e)}" + (f"; {hint}" if hint else "")) from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -76,7 +76,7 @@ def read_jsonl(path: str | os.PathLike, missing_ok: bool = False, torn_tail_ok: 
             return []
         raise UserError(f"{path}: not found" + (f"; {hint}" if hint else "")) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not readable ({getattr(e, 'strerror', None) or e})") from None
+        raise UserError(f"{path}: {_unreadable(e)}" + (f"; {hint}" if hint else "")) from None
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -91,3 +91,9 @@ def read_jsonl(path: str | os.PathLike, missing_ok: bool = False, torn_tail_ok: 
             raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
     return records
+
+
+def _unreadable(e: OSError | UnicodeDecodeError) -> str:
+    if isinstance(e, UnicodeDecodeError):
+        return f"not UTF-8 ({e.reason} at byte {e.start})"
+    return f"cannot be read ({e.strerror or e})"

@@ -23,7 +23,12 @@ import yaml
 
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
-from movierec.folders.io import atomic_write_json, atomic_write_text, read_json
+from movierec.folders.io import (
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    read_jsonl,
+)
 from movierec.folders.ownership import foreign_entries, hold, pid_alive  # noqa: F401 - pid_alive: export's
 
 if TYPE_CHECKING:
@@ -143,6 +148,23 @@ class RunDir:
     def write_record(self, record: dict[str, Any], lf_args: dict[str, Any]) -> None:
         atomic_write_text(self.file(self.RESOLVED), yaml.safe_dump(record, sort_keys=False, allow_unicode=True))
         atomic_write_text(self.file(self.LF_ARGS), yaml.safe_dump(lf_args, sort_keys=False, allow_unicode=True))
+
+    def read_json(self, name: str, default: Any = None) -> Any:
+        """A JSON file of the run (metrics.json, run_summary.json, ...); `default` when missing."""
+        return read_json(self.file(name), default=default)
+
+    def previous_records(self) -> list[Path]:
+        """The records of earlier segments that resumes kept (one per resume)."""
+        return sorted(self.path.glob("resolved_config.before-*.yaml"))
+
+    def log_file(self, rank: int = 0) -> Path:
+        """The libraries' log of one training process: train.log for rank 0, train.rank<N>.log for the others."""
+        return self.file(self.TRAIN_LOG if rank == 0 else f"train.rank{rank}.log")
+
+    def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
+        """One JSON line appended to a log of the run (step_times.jsonl)."""
+        with open(self.file(name), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
 
     def keep_previous_record(self, resume_from: Path) -> Path | None:
         """A resume keeps the record of what produced the earlier segment; returns where it went."""
@@ -285,20 +307,7 @@ class RunDir:
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
         """Lines of a log; [] when missing. A torn last line (a crash mid-write) is skipped."""
-        path = self.file(name)
-        if not path.is_file():
-            return []
-        lines = path.read_text(encoding="utf-8").splitlines()
-        out = []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                if i != len(lines) - 1:
-                    raise UserError(f"{path}:{i + 1}: not valid JSON") from None
-        return out
+        return read_jsonl(self.file(name), missing_ok=True, torn_tail_ok=True)
 
     def truncate_logs(self, step: int) -> dict[str, str]:
         """Before resuming at `step`: drop log lines of later steps, which the resumed run replays.

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +12,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from movierec.device import keep_fp32_on_cpu
+from movierec.folders.rundir import RunDir
 from movierec.train.config import MovierecArguments, arg
 from movierec.train.plan import TrainPlan
 
@@ -28,7 +27,7 @@ class StepTimerCallback(TrainerCallback):
     """
 
     def __init__(self, output_dir: str, per_step: int, unit: str = "examples"):
-        self.path = Path(output_dir) / "step_times.jsonl"
+        self.run = RunDir(output_dir)
         self.per_step, self.unit = per_step, unit
         self._t0: float | None = None
 
@@ -48,8 +47,7 @@ class StepTimerCallback(TrainerCallback):
             torch.cuda.synchronize()
         line = {"step": state.global_step, "seconds": round(time.perf_counter() - self._t0, 5),
                 self.unit: self.per_step}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
+        self.run.append_jsonl(RunDir.STEP_TIMES, line)
 
 
 class CpuFp32Callback(TrainerCallback):
@@ -123,10 +121,7 @@ class ScoreCallback(TrainerCallback):
         self._logged_step = state.global_step
         line = {"current_steps": state.global_step, "total_steps": state.max_steps, "epoch": state.epoch,
                 **{k: v for k, v in logs.items() if k.startswith(("eval_auc", "eval_uauc", "eval_log_loss"))}}
-        from movierec.folders.rundir import RunDir
-
-        with open(RunDir(args.output_dir).file(RunDir.TRAINER_LOG), "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
+        RunDir(args.output_dir).append_jsonl(RunDir.TRAINER_LOG, line)
 
 
 def _nan_if_none(x: float | None) -> float:

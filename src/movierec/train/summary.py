@@ -7,7 +7,6 @@ it, and train_results.json / all_results.json are corrected to it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from movierec.folders.rundir import RunDir
@@ -36,7 +35,7 @@ def summarize(run: RunDir) -> str:
         "train_loss": whole_run_loss(log),
         "first_logged_loss": losses[0] if losses else None,
         "last_logged_loss": losses[-1] if losses else None,
-        "segments": 1 + len(list(run.path.glob("resolved_config.before-*.yaml"))),
+        "segments": 1 + len(run.previous_records()),
         "final_eval": {k: v for k, v in final.items() if k.startswith("eval_")},
         "checkpoints": [c.name for c in run.checkpoints()],
         "best_checkpoint": best.name if best else None,
@@ -89,8 +88,6 @@ def early_stopping(run: RunDir) -> dict[str, Any] | None:
 
 
 def _json(run: RunDir, name: str) -> dict[str, Any]:
-    try:
-        data = json.loads(run.file(name).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    """A file LLaMA-Factory writes at the end of training; {} when missing (a run that stopped early)."""
+    data = run.read_json(name, default={})
     return data if isinstance(data, dict) else {}

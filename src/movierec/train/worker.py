@@ -41,8 +41,9 @@ def _load_cpu_rank_state_on_cpu() -> None:
 
 
 def _log_file(output_dir: Path) -> Path:
-    rank = int(os.environ.get("RANK", "0"))
-    return output_dir / ("train.log" if rank == 0 else f"train.rank{rank}.log")
+    from movierec.folders.rundir import RunDir
+
+    return RunDir(output_dir).log_file(int(os.environ.get("RANK", "0")))
 
 
 def quiet_logging(output_dir: Path) -> logging.Handler:
