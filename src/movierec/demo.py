@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from movierec.errors import UserError
+from movierec.folders.rundir import RunDir
 
 MODEL_DIR = "output/tiny-qwen3"
 
@@ -44,7 +45,9 @@ def main(args) -> int:
     user = DatasetDir(data).read_eval()[0]["user_id"]
     _step("recommend", ["recommend", "--run", str(run), "--user", str(user), "--top-k", "5", "--device", "cpu"])
     print("\n" + summary(run, data))
-    print(f"\ndemo done: report at {run / 'report.md'}; TensorBoard: tensorboard --logdir {run / 'runs'}")
+    folder = RunDir(run)
+    print(f"\ndemo done: report at {folder.file(RunDir.REPORT)}; TensorBoard: tensorboard --logdir "
+          f"{folder.file(RunDir.RUNS)}")
     return 0
 
 
