@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from movierec.data.fields import USER_ID
 from movierec.errors import UserError
 from movierec.folders.rundir import RunDir
 
@@ -42,7 +43,7 @@ def main(args) -> int:
     _step("report", ["report", "--run", str(run)])
     from movierec.folders.datadir import DatasetDir
 
-    user = DatasetDir(data).read_eval()[0]["user_id"]
+    user = DatasetDir(data).read_eval()[0][USER_ID]
     _step("recommend", ["recommend", "--run", str(run), "--user", str(user), "--top-k", "5", "--device", "cpu"])
     print("\n" + summary(run, data))
     folder = RunDir(run)

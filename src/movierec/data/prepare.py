@@ -27,6 +27,7 @@ from movierec.bench.lengths import describe_example_lengths
 from movierec.data import hybrid, layouts, synth
 from movierec.data.config import DataConfig, load_data_config
 from movierec.data.download import download
+from movierec.data.fields import LABEL, MOVIE_ID, USER_ID, WARM
 from movierec.data.movielens import (
     GENRES,
     MOVIE,
@@ -198,8 +199,8 @@ def _records(data: MovieLens, ex: Examples, warm: np.ndarray, cfg: DataConfig,
                   r[TIMESTAMP].to_numpy()[tgt].tolist(), rating[tgt].tolist(), ex.history_len.tolist(),
                   warm.tolist())
     lines = [json.dumps({"instruction": cfg.instruction, "input": text, "output": YES if y else NO,
-                         "user_id": u, "movie_id": m, "timestamp": t, "rating": s, "label": int(y),
-                         "history_len": h, "warm": w}, ensure_ascii=False)
+                         USER_ID: u, MOVIE_ID: m, TIMESTAMP: t, "rating": s, LABEL: int(y),
+                         "history_len": h, WARM: w}, ensure_ascii=False)
              for text, y, u, m, t, s, h, w in columns]
     # LLaMA-Factory's alpaca converter sends instruction + "\n" + input as the user turn
     prompt_chars = np.array([len(text) for text in inputs]) + len(cfg.instruction) + 1

@@ -18,6 +18,7 @@ import json
 import numpy as np
 
 from movierec.data.config import DataConfig
+from movierec.data.fields import LIST_ID, MOVIE_ID, RELEVANT, USER_ID
 from movierec.data.movielens import (
     GENRES,
     MOVIE,
@@ -62,8 +63,8 @@ def ranking_lines(data: MovieLens, eval_target: np.ndarray, eval_label: np.ndarr
             pos = np.searchsorted(movie_ids, movie_id)
             text = render_input(titles[history_pos].tolist(), rating[before].tolist(), titles[pos], genres[pos],
                                 cfg.like_threshold)
-            lines.append(json.dumps({"list_id": u, "user_id": u, "movie_id": movie_id, "relevant": relevant,
-                                     "kind": kind, "timestamp": t0, "instruction": cfg.instruction, "input": text},
+            lines.append(json.dumps({LIST_ID: u, USER_ID: u, MOVIE_ID: movie_id, RELEVANT: relevant,
+                                     "kind": kind, TIMESTAMP: t0, "instruction": cfg.instruction, "input": text},
                                     ensure_ascii=False))
     summary = {"users": len(chosen), "eligible_users": len(eligible), "negatives": cfg.ranking_negatives,
                "sampling": "popularity-weighted unrated movies",

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from movierec.data.fields import LABEL, MOVIE_ID, USER_ID, WARM
 from movierec.errors import UserError
 from movierec.evaluation import blend
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.io import read_json
 
-KEY = ["user_id", "movie_id"]  # an eval (or validation) example: a user's rating of a movie, once each
+KEY = [USER_ID, MOVIE_ID]  # an eval (or validation) example: a user's rating of a movie, once each
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _frame(path: Path) -> pd.DataFrame:
         frame = pd.read_json(path, lines=True, convert_dates=False, dtype=False)
     except ValueError as e:
         raise UserError(f"{path}: not JSON lines ({e}); rerun `movierec baselines`") from None
-    if len(frame) and not {*KEY, "label"} <= set(frame):
+    if len(frame) and not {*KEY, LABEL} <= set(frame):
         raise UserError(f"{path}: lacks user_id, movie_id or label; rerun `movierec baselines`")
     return frame
 
@@ -89,9 +90,9 @@ def compare(records: list[dict], probs: np.ndarray, valid_records: list[dict], v
     best = best_baseline(base.result)
     if best is None or best not in base.eval or "mf" not in base.eval:
         return None, None, f"{base.path}: no baseline with an AUC and per-example scores; rerun `movierec baselines`"
-    llm = pd.DataFrame({"user_id": [r["user_id"] for r in records], "movie_id": [r["movie_id"] for r in records],
-                        "label": [int(r["label"]) for r in records], "p": probs,
-                        "warm": [bool(r.get("warm", True)) for r in records]})
+    llm = pd.DataFrame({USER_ID: [r[USER_ID] for r in records], MOVIE_ID: [r[MOVIE_ID] for r in records],
+                        LABEL: [int(r[LABEL]) for r in records], "p": probs,
+                        WARM: [bool(r.get(WARM, True)) for r in records]})
     both = llm.merge(base.eval[KEY + sorted({best, "mf"})], on=KEY, how="inner")
     if both.empty:
         return None, None, f"{base.path}: scores none of the eval examples evaluate scored; rerun `movierec baselines`"
@@ -115,9 +116,9 @@ def choose(valid_records: list[dict], valid_probs: np.ndarray,
     if base.valid is None or not valid_records:
         return None, ("no validation examples (data prepared by an older movierec, or baselines run before "
                       "prepare wrote them): no llm+mf blend; rerun `movierec prepare` and `movierec baselines`")
-    llm = pd.DataFrame({"user_id": [r["user_id"] for r in valid_records],
-                        "movie_id": [r["movie_id"] for r in valid_records], "p": valid_probs})
-    v = llm.merge(base.valid[[*KEY, "label", "mf"]], on=KEY, how="inner")
+    llm = pd.DataFrame({USER_ID: [r[USER_ID] for r in valid_records],
+                        MOVIE_ID: [r[MOVIE_ID] for r in valid_records], "p": valid_probs})
+    v = llm.merge(base.valid[[*KEY, LABEL, "mf"]], on=KEY, how="inner")
     if v.label.nunique() < 2:
         return None, "the validation examples hold a single label: no llm+mf blend"
     weight, aucs = blend.choose_weight(v.label.to_numpy(), v.p.to_numpy(), v.mf.to_numpy())

@@ -20,6 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from movierec.data.fields import (
+    LABEL,
+    LIST_ID,
+    MOVIE_ID,
+    P_YES,
+    RELEVANT,
+    USER_ID,
+    WARM,
+)
 from movierec.errors import UserError
 from movierec.evaluation import compare
 from movierec.folders.datadir import DatasetDir
@@ -36,7 +45,7 @@ def ranking_lists(data: DatasetDir, ks: tuple[int, ...]) -> list[dict[str, Any]]
         return []
     data.verify([data.RANKING])
     candidates = data.read_jsonl(path)
-    sizes = np.unique([c["list_id"] for c in candidates], return_counts=True)[1]
+    sizes = np.unique([c[LIST_ID] for c in candidates], return_counts=True)[1]
     if len(sizes) and max(ks) > sizes.min():
         raise UserError(f"--ks: k={max(ks)} exceeds the shortest ranking list ({sizes.min()} candidates in "
                         f"{path}): lower it")
@@ -70,7 +79,7 @@ def score(lf_args: dict[str, Any], adapter: Path | None, records: list[dict], ra
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     # a list's candidates share the user's history: its prefix is computed once per list
-    ranked = scorer.score(ranking, progress=True, group_by="list_id") if ranking else np.empty(0)
+    ranked = scorer.score(ranking, progress=True, group_by=LIST_ID) if ranking else np.empty(0)
     ranking_seconds = time.perf_counter() - start
     return probs, ranked, seconds, ranking_seconds, scorer.score(list(valid), progress=True) if valid else np.empty(0)
 
@@ -145,16 +154,16 @@ def _metrics(name: str, records: list[dict], ranking: list[dict], scored: tuple,
     from movierec.evaluation.metrics import compute_metrics, ranking_metrics
 
     probs, ranked, seconds, ranking_seconds, valid_probs = scored
-    labels = np.array([int(r["label"]) for r in records])
-    users = np.array([r["user_id"] for r in records])
-    warm = np.array([bool(r.get("warm", True)) for r in records])
+    labels = np.array([int(r[LABEL]) for r in records])
+    users = np.array([r[USER_ID] for r in records])
+    warm = np.array([bool(r.get(WARM, True)) for r in records])
     start = time.perf_counter()
     block = {"metrics": compute_metrics(labels, probs, users, warm, n_boot=n_boot),
              "seconds": round(seconds, 3), "examples_per_second": round(len(records) / seconds, 2),
              "ranking_seconds": round(ranking_seconds, 3), "probs": probs, "ranked": ranked, "valid_probs": valid_probs}
     if ranking:
-        block["ranking"] = ranking_metrics([c["list_id"] for c in ranking], ranked,
-                                           [c["relevant"] for c in ranking], ks, n_boot=n_boot)
+        block["ranking"] = ranking_metrics([c[LIST_ID] for c in ranking], ranked,
+                                           [c[RELEVANT] for c in ranking], ks, n_boot=n_boot)
     block["metrics_seconds"] = round(time.perf_counter() - start, 3)
     o, rk = block["metrics"]["overall"], block.get("ranking") or {}
     print(f"{name}: AUC {_fmt(o['auc'])} {_ci(o.get('auc_ci95'))} UAUC {_fmt(o['uauc'])} log loss "
@@ -205,12 +214,12 @@ def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[
             out.update(entry, paired=block.get("paired"), blend=block.get("blend"))
             _print_comparisons(block)
         run.write_text(f"predictions{prefix}.jsonl", "".join(
-            json.dumps({"user_id": r["user_id"], "movie_id": r["movie_id"], "label": int(r["label"]),
-                        "p_yes": float(p), "warm": bool(r.get("warm", True))}) + "\n"
+            json.dumps({USER_ID: r[USER_ID], MOVIE_ID: r[MOVIE_ID], LABEL: int(r[LABEL]),
+                        P_YES: float(p), WARM: bool(r.get(WARM, True))}) + "\n"
             for r, p in zip(records, block["probs"])))
         if ranking:
             run.write_text(f"ranking_predictions{prefix}.jsonl", "".join(
-                json.dumps({"list_id": c["list_id"], "movie_id": c["movie_id"], "relevant": c["relevant"],
+                json.dumps({LIST_ID: c[LIST_ID], MOVIE_ID: c[MOVIE_ID], RELEVANT: c[RELEVANT],
                             "kind": c["kind"], "score": float(s)}) + "\n" for c, s in zip(ranking, block["ranked"])))
     run.write_json(RunDir.METRICS, out)
     print(f"wrote {run.file(RunDir.METRICS)}" + (f" ({main_name})" if main_name else "")

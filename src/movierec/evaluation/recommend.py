@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from movierec.data.fields import MOVIE_ID, P_YES, USER_ID
+from movierec.data.movielens import TIMESTAMP
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.rundir import RunDir
@@ -58,14 +60,14 @@ def build_records(manifest: dict[str, Any], ratings, movies, user_id: int, movie
     from movierec.data.prompts import render_input
 
     cfg = manifest["config"]
-    history = ratings[ratings["userId"] == user_id].sort_values(["timestamp", "movieId"]).tail(int(cfg["history_len"]))
+    history = ratings[ratings["userId"] == user_id].sort_values([TIMESTAMP, "movieId"]).tail(int(cfg["history_len"]))
     by_id = movies if movies.index.name == "movieId" else movies.set_index("movieId")
     unknown = [m for m in movie_ids if m not in by_id.index]
     if unknown:
         raise UserError(f"--candidates: unknown movie id(s) {', '.join(map(str, unknown[:5]))}")
     titles = by_id.loc[history["movieId"], "title"].tolist()
     stars = history["rating"].astype(float).tolist()
-    return [{"movie_id": m, "instruction": cfg["instruction"],
+    return [{MOVIE_ID: m, "instruction": cfg["instruction"],
              "input": render_input(titles, stars, by_id.at[m, "title"], by_id.at[m, "genres"],
                                    float(cfg["like_threshold"]))}
             for m in movie_ids]
@@ -145,7 +147,7 @@ def recommend_all(args, lf_args, ckpt, data: DatasetDir, device: str, manifest, 
         raise UserError(f"--out: expected a .parquet file, got {out}")
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"--out: {out.parent} is not a folder")
-    users = sorted({int(r["user_id"]) for r in eval_records(lf_args, data)})
+    users = sorted({int(r[USER_ID]) for r in eval_records(lf_args, data)})
     popular = ratings["movieId"].value_counts(sort=True).index.tolist()
     by_id = movies.set_index("movieId")
     per_user = dict(iter(ratings[ratings["userId"].isin(users)].groupby("userId")))  # one pass over the ratings
@@ -159,12 +161,12 @@ def recommend_all(args, lf_args, ckpt, data: DatasetDir, device: str, manifest, 
     batch = {"batch_size": args.batch_size} if args.batch_size else {}
     scorer = YesNoScorer(model, tokenizer, template, int(arg(lf_args, "cutoff_len")), **batch)
     probs = scorer.score_ids(scorer.encode_many(records), progress=True, groups=owners)
-    table = pd.DataFrame({"user_id": owners, "movie_id": candidates, "p_yes": probs})
-    table = table.sort_values(["user_id", "p_yes"], ascending=[True, False], kind="stable")
-    table["rank"] = table.groupby("user_id").cumcount() + 1
+    table = pd.DataFrame({USER_ID: owners, MOVIE_ID: candidates, P_YES: probs})
+    table = table.sort_values([USER_ID, P_YES], ascending=[True, False], kind="stable")
+    table["rank"] = table.groupby(USER_ID).cumcount() + 1
     table = table[table["rank"] <= args.top_k]
-    table["title"] = by_id.loc[table["movie_id"], "title"].to_numpy()
-    table = table[["user_id", "rank", "movie_id", "title", "p_yes"]].reset_index(drop=True)
+    table["title"] = by_id.loc[table[MOVIE_ID], "title"].to_numpy()
+    table = table[[USER_ID, "rank", MOVIE_ID, "title", P_YES]].reset_index(drop=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, table.to_parquet(index=False))
     print(f"top {args.top_k} of {len(records) // max(len(users), 1):,} candidates for each of {len(users):,} eval "

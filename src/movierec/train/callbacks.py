@@ -11,6 +11,7 @@ import numpy as np
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from movierec.data.fields import LABEL, USER_ID
 from movierec.device import keep_fp32_on_cpu
 from movierec.folders.rundir import RunDir
 from movierec.train.config import MovierecArguments, arg
@@ -79,8 +80,8 @@ class ScoreCallback(TrainerCallback):
         if prompts is None:
             self.records = subsample(eval_records(lf_args, DatasetDir(lf_args["dataset_dir"])),
                                      mr_args.eval_auc_samples, seed=int(arg(lf_args, "seed")))
-            labels = [int(r["label"]) for r in self.records]
-            self.users = np.array([r["user_id"] for r in self.records])
+            labels = [int(r[LABEL]) for r in self.records]
+            self.users = np.array([r[USER_ID] for r in self.records])
         self.labels = np.array(labels)
         self.cutoff_len = int(arg(lf_args, "cutoff_len"))
         self.template_name = arg(lf_args, "template")

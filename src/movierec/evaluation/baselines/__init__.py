@@ -51,6 +51,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from movierec.data.fields import (
+    LABEL,
+    LIST_ID,
+    MOVIE_ID,
+    RELEVANT,
+    USER_ID,
+    WARM,
+)
+from movierec.data.movielens import TIMESTAMP
 from movierec.data.split import window_start
 from movierec.errors import UserError
 from movierec.evaluation.baselines import mf
@@ -88,11 +97,11 @@ def load_inputs(data_dir: str | Path) -> tuple[dict, pd.DataFrame, pd.DataFrame,
                         "or not by `movierec prepare`); rerun `movierec prepare`")
     ranked = data.RANKING in files
     data.verify([data.RATINGS, data.MOVIES, eval_name] + [data.RANKING] * ranked)
-    ratings = pd.read_parquet(data.file(data.RATINGS), columns=["userId", "movieId", "rating", "timestamp"])
+    ratings = pd.read_parquet(data.file(data.RATINGS), columns=["userId", "movieId", "rating", TIMESTAMP])
     movies = pd.read_parquet(data.file(data.MOVIES), columns=["movieId", "genres"])
-    examples = _frame(data, eval_name, ["user_id", "movie_id", "timestamp", "label", "warm"])
-    ranking = (_frame(data, data.RANKING, ["list_id", "user_id", "movie_id", "timestamp", "relevant"]) if ranked
-               else pd.DataFrame(columns=["list_id", "user_id", "movie_id", "timestamp", "relevant"]))
+    examples = _frame(data, eval_name, [USER_ID, MOVIE_ID, TIMESTAMP, LABEL, WARM])
+    ranking = (_frame(data, data.RANKING, [LIST_ID, USER_ID, MOVIE_ID, TIMESTAMP, RELEVANT]) if ranked
+               else pd.DataFrame(columns=[LIST_ID, USER_ID, MOVIE_ID, TIMESTAMP, RELEVANT]))
     return manifest, ratings, movies, examples, ranking
 
 
@@ -257,7 +266,7 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10),
     _sklearn()  # a missing library stops before any work
     mf.als_class()
     manifest, ratings, movies, examples, ranking = load_inputs(data_dir)
-    shortest = ranking.groupby("list_id").size().min() if len(ranking) else None
+    shortest = ranking.groupby(LIST_ID).size().min() if len(ranking) else None
     if shortest is not None and max(ks) > shortest:
         raise UserError(f"--ks: k={max(ks)} exceeds the shortest ranking list ({shortest} candidates); lower it")
     cutoff = int(manifest["cutoff_timestamp"])
@@ -265,7 +274,7 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10),
     print(f"[baselines {time.perf_counter() - start:5.1f}s] read {len(ratings):,} ratings, {len(examples):,} eval "
           f"examples, {len(ranking):,} ranking candidates; fitting (about a minute on 25M ratings)", file=sys.stderr)
     min_history = int((manifest.get("config") or {}).get("min_history", 0))
-    cols = ["user_id", "movie_id", "timestamp"]
+    cols = [USER_ID, MOVIE_ID, TIMESTAMP]
     rows = pd.concat([examples[cols], ranking[cols]], ignore_index=True).astype(np.int64)
     valid = _valid_examples(data_dir, manifest)
     probs, fit_info, valid_mf = score_baselines(ratings, movies, rows, cutoff, threshold, min_history,
@@ -278,8 +287,8 @@ def run(data_dir: str | Path, ks: tuple[int, ...] = (1, 5, 10),
         if len(ranking):
             results[name]["ranking"] = ranking_metrics(ranking.list_id.to_numpy(), p[n:], ranking.relevant.to_numpy(),
                                                        ks, n_boot=n_boot)
-    predictions = examples[["user_id", "movie_id", "label"]].assign(**{name: p[:n] for name, p in probs.items()})
-    validation = None if valid is None else valid[["user_id", "movie_id", "label"]].assign(mf=valid_mf)
+    predictions = examples[[USER_ID, MOVIE_ID, LABEL]].assign(**{name: p[:n] for name, p in probs.items()})
+    validation = None if valid is None else valid[[USER_ID, MOVIE_ID, LABEL]].assign(mf=valid_mf)
     return {
         "cutoff_timestamp": cutoff,
         "like_threshold": threshold,
@@ -296,7 +305,7 @@ def _valid_examples(data_dir: str | Path, manifest: dict) -> pd.DataFrame | None
     if data.VALID not in (manifest.get("files") or {}):
         return None
     data.verify([data.VALID])
-    return _frame(data, data.VALID, ["user_id", "movie_id", "timestamp", "label"])
+    return _frame(data, data.VALID, [USER_ID, MOVIE_ID, TIMESTAMP, LABEL])
 
 
 def main(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from movierec.data.fields import LABEL, P_YES
 from movierec.evaluation.report.stats import ordered_baselines
 from movierec.folders.io import atomic_write_bytes
 
@@ -89,7 +90,7 @@ def _calibration(run: dict, plt):
     from movierec.evaluation.metrics import calibration_bins
 
     pred = pd.DataFrame(run["predictions"])
-    bins = calibration_bins(pred["label"], pred["p_yes"], n_bins=10)
+    bins = calibration_bins(pred[LABEL], pred[P_YES], n_bins=10)
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], ls="--", color="gray", label="perfect calibration")
     ax.plot(bins.mean_pred, bins.frac_pos, marker="o", label="model")
