@@ -196,7 +196,7 @@ def test_missing_optional_package_stops_before_any_model_loads(override, package
     out = tmp_path / "out"
     rc = main(["train", "--config", FAST, "--device", "cpu", "--override", override, "--override", f"output_dir={out}",
                "--override", f"dataset_dir={prepared_data}",
-               "--override", f"model_name_or_path={tmp_path / 'no-such-model'}"])
+               "--override", f"model_name_or_path={_not_a_model(tmp_path)}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
     assert err[0].startswith(f"error: {override.split('=')[0]}: ") and package in err[0] and "not installed" in err[0]
@@ -318,3 +318,10 @@ def test_gpu_bench_driver_on_cpu(tiny_model, tmp_path):
     assert report["scoring"]["examples"] == 300 and report["scoring"]["seconds"] > 0
     assert set(report["targets"]) >= {"thresholds", "demo_tiny_fast", "scoring"}
     assert json.loads((tmp_path / "bench.json").read_text())["profiles"].keys() == profiles.keys()
+
+
+def _not_a_model(tmp_path):
+    """A folder that holds no model: validation must stop before anything tries to load it."""
+    folder = tmp_path / "not-a-model"
+    folder.mkdir(exist_ok=True)
+    return folder

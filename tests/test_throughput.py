@@ -80,7 +80,7 @@ def _train(override: str, device: str, tmp_path, prepared_data, config: str = FA
     out = tmp_path / "out"
     rc = main(["train", "--config", config, "--device", device, "--override", override,
                "--override", f"output_dir={out}", "--override", f"dataset_dir={prepared_data}",
-               "--override", f"model_name_or_path={tmp_path / 'no-such-model'}"])
+               "--override", f"model_name_or_path={_not_a_model(tmp_path)}"])
     assert not out.exists()  # stopped at validation: no run folder, no model load
     return rc
 
@@ -227,3 +227,10 @@ def test_recommend_all_bad_input(demo_run, args, message, tmp_path, capsys):
     assert main(["recommend", "--run", str(demo_run), "--device", "cpu", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err
+
+
+def _not_a_model(tmp_path):
+    """A folder that holds no model: validation must stop before anything tries to load it."""
+    folder = tmp_path / "not-a-model"
+    folder.mkdir(exist_ok=True)
+    return folder
