@@ -199,7 +199,9 @@ def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[
            "bootstrap_resamples": n_boot, "oracle": oracle,
            "per_checkpoint": {**previous.get("per_checkpoint", {}),
                               **{n: {**b["metrics"]["overall"], "seconds": b["seconds"]} for n, b in results.items()}}}
-    for name, prefix, key in ((main_name, "", None), (BASE if BASE in results else None, "_base", "zero_shot")):
+    files = {None: (RunDir.PREDICTIONS, RunDir.RANKING_PREDICTIONS),
+             "zero_shot": (RunDir.PREDICTIONS_BASE, RunDir.RANKING_PREDICTIONS_BASE)}
+    for name, key in ((main_name, None), (BASE if BASE in results else None, "zero_shot")):
         if name is None:
             continue
         block = results[name]
@@ -213,12 +215,12 @@ def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[
         else:  # the comparisons belong to this checkpoint: older ones go
             out.update(entry, paired=block.get("paired"), blend=block.get("blend"))
             _print_comparisons(block)
-        run.write_text(f"predictions{prefix}.jsonl", "".join(
+        run.write_text(files[key][0], "".join(
             json.dumps({USER_ID: r[USER_ID], MOVIE_ID: r[MOVIE_ID], LABEL: int(r[LABEL]),
                         P_YES: float(p), WARM: bool(r.get(WARM, True))}) + "\n"
             for r, p in zip(records, block["probs"])))
         if ranking:
-            run.write_text(f"ranking_predictions{prefix}.jsonl", "".join(
+            run.write_text(files[key][1], "".join(
                 json.dumps({LIST_ID: c[LIST_ID], MOVIE_ID: c[MOVIE_ID], RELEVANT: c[RELEVANT],
                             "kind": c["kind"], "score": float(s)}) + "\n" for c, s in zip(ranking, block["ranked"])))
     run.write_json(RunDir.METRICS, out)

@@ -77,6 +77,9 @@ class RunDir:
     SUMMARY = "run_summary.json"
     METRICS = "metrics.json"
     PREDICTIONS = "predictions.jsonl"
+    PREDICTIONS_BASE = "predictions_base.jsonl"  # the base model's (zero-shot) P(Yes)
+    RANKING_PREDICTIONS = "ranking_predictions.jsonl"
+    RANKING_PREDICTIONS_BASE = "ranking_predictions_base.jsonl"
     REPORT = "report.md"
     PLOTS = "plots"
     RUNS = "runs"
