@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""The prompt ablation on real data: one prepared variant per prompt option, the same eval rows for all,
+the tiny model trained on each (configs/tiny_ml100k.yaml), every baseline and the llm+mf blend beside it.
+
+    python scripts/ablation.py --raw ML100K_DIR --out output/ablation          # ~5 trainings, see --variants
+    python scripts/ablation.py --raw DIR --config configs/data/demo.yaml --train-config configs/demo_tiny.yaml \
+        --out output/ablation-demo --model output/tiny-qwen3
+
+Writes OUT/table.md (AUC [95% interval], UAUC, HR@10, NDCG@10, the paired AUC difference from the best
+baseline with its interval, steps and training time) and OUT/ablation.json. A variant already done (its
+metrics.json exists) is not trained again: rerun after an interruption to finish the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {  # name: data-config overrides (every option is off in the reference data config)
+    "reference": [],
+    "relevant history": ["history_select=relevant"],
+    "+ candidate/user stats": ["history_select=relevant", "candidate_stats=true", "user_stats=true"],
+    "+ cf_score": ["history_select=relevant", "cf_score=true"],
+    "all": ["history_select=relevant", "candidate_stats=true", "user_stats=true", "cf_score=true"],
+}
+
+
+def movierec(*args: str) -> None:
+    cmd = [sys.executable, "-m", "movierec", *args]
+    print("$", " ".join(cmd), flush=True)
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        sys.exit(f"error: {' '.join(args[:1])} failed; fix the cause and rerun (finished variants are kept)")
+
+
+def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
+    slug = name.replace(" ", "-").replace("/", "-").replace("+", "plus")
+    data, run = args.out / "data" / slug, args.out / "runs" / slug
+    metrics = run / "metrics.json"
+    if not metrics.is_file():
+        movierec("prepare", "--config", str(args.config), "--input", str(args.raw), "--out", str(data),
+                 *[x for o in overrides for x in ("--override", o)])
+        movierec("baselines", "--data", str(data))
+        start = time.perf_counter()
+        train = [str(ROOT / "scripts" / "train_llamafactory.py"), "--config", str(args.train_config), "--device", "cpu",
+                 "--override", f"dataset_dir={data}", "--override", f"output_dir={run}", "--overwrite",
+                 *(["--override", f"model_name_or_path={args.model}"] if args.model else []),
+                 *[x for o in args.train_override for x in ("--override", o)]]
+        print("$", " ".join(train), flush=True)
+        if subprocess.run([sys.executable, *train], cwd=ROOT).returncode != 0:
+            sys.exit(f"error: training {name} failed; see {run}/train.log")
+        (run / "ablation_time.json").write_text(json.dumps({"train_seconds": time.perf_counter() - start}))
+        movierec("evaluate", "--run", str(run), "--checkpoint", "best", "--device", "cpu")
+    return {"variant": name, "overrides": overrides, "data": str(data), "run": str(run),
+            "metrics": json.loads(metrics.read_text()),
+            "baselines": json.loads((data / "baselines.json").read_text()),
+            "train_seconds": json.loads((run / "ablation_time.json").read_text())["train_seconds"],
+            "steps": json.loads((run / "trainer_state.json").read_text()).get("global_step")}
+
+
+def _cell(block: dict, key: str = "auc") -> str:
+    value, ci = block.get(key), block.get(f"{key}_ci95")
+    if value is None:
+        return "—"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
+
+
+def _row(name: str, overall: dict, ranking: dict | None, paired: dict | None, steps="", seconds="") -> str:
+    r = ranking or {}
+    diff = "—"
+    if paired:
+        d = paired["comparison"]["auc"]
+        diff = f"{d['diff']:+.3f} [{d['diff_ci95'][0]:+.3f}, {d['diff_ci95'][1]:+.3f}] vs {paired['baseline']}"
+    hr, ndcg = r.get("hr@10"), r.get("ndcg@10")
+    return (f"| {name} | {_cell(overall)} | {_cell(overall, 'uauc')} | {'—' if hr is None else f'{hr:.3f}'} | "
+            f"{'—' if ndcg is None else f'{ndcg:.3f}'} | {diff} | {steps} | {seconds} |\n")
+
+
+def table(results: list[dict]) -> str:
+    out = ["| row | AUC [95% CI] | UAUC | HR@10 | NDCG@10 | ΔAUC vs best baseline [95% CI] | steps | train time |\n",
+           "|---|---|---|---|---|---|---|---|\n"]
+    eval_rows = set()
+    for r in results:
+        m = r["metrics"]
+        eval_rows.add(m["n"])
+        out.append(_row(f"LLM, {r['variant']}", m["metrics"]["overall"], m.get("ranking"), m.get("paired"),
+                        r["steps"], f"{r['train_seconds'] / 60:.1f} min"))
+        if m.get("blend"):
+            b = m["blend"]
+            out.append(_row(f"llm+mf (w={b['weight']:g}), {r['variant']}", b["metrics"]["overall"], None,
+                            b.get("paired")))
+    base = results[0]["baselines"]
+    for name, block in base["baselines"].items():
+        out.append(_row(f"baseline: {name}", block["overall"], (base.get("ranking") or {}).get(name), None))
+    if len(eval_rows) != 1:
+        out.append(f"\nwarning: the variants scored different numbers of eval examples: {sorted(eval_rows)}\n")
+    return "".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--raw", type=Path, required=True, help="the MovieLens input (zip or folder) every variant prepares")
+    p.add_argument("--out", type=Path, default=ROOT / "output" / "ablation", help="where data, runs and the table go")
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "data" / "movielens_100k.yaml",
+                   help="the reference data config; each variant adds its options as overrides")
+    p.add_argument("--train-config", type=Path, default=ROOT / "configs" / "tiny_ml100k.yaml", help="training config")
+    p.add_argument("--model", help="base model folder (default: the training config's)")
+    p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every training run, e.g. max_steps=300 for a quick look")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="rows to run")
+    args = p.parse_args()
+    if not args.raw.exists():
+        sys.exit(f"error: --raw {args.raw}: not found")
+    results = [run_variant(name, VARIANTS[name], args) for name in args.variants]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ablation.json").write_text(json.dumps(results, indent=2, default=str))
+    text = table(results)
+    (args.out / "table.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
