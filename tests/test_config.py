@@ -90,7 +90,7 @@ def test_every_shipped_config_validates():
         cfg = load_yaml(path)
         cfg.pop("dataset_dir", None)  # data folders may not be prepared in a fresh checkout
         cfg.pop("dataset", None), cfg.pop("eval_dataset", None)
-        validate(cfg)
+        validate(cfg, model_required=False)  # nor their models built or downloaded
         assert path.read_text().startswith("#"), f"{path.name} must open with the command that runs it"
 
 
