@@ -143,3 +143,30 @@ def test_every_command_option_has_help():
     missing = [f"{name} {action.dest}" for name, parser in sub.choices.items() for action in parser._actions
                if action.dest != "help" and not action.help]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("null", "output_dir: null (a bare ~ is YAML's null: quote a path, '~/runs/x'); name the folder"),
+    ("~", "output_dir: null (a bare ~ is YAML's null"),
+    ("''", "output_dir: empty; name the folder checkpoints and logs go to"),
+    ("'~'", "not a folder of the run's own; name a run folder"),
+])
+def test_output_dir_null_empty_or_home_is_refused(value, expected, capsys, tmp_path):
+    assert train("--override", f"output_dir={value}") == 2
+    lines = errors(capsys)
+    assert len(lines) == 1 and expected in lines[0]
+    assert not (ROOT / "None").exists()
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("# caf\xe9\noutput_dir: out\n".encode("latin-1"))
+    assert main(["train", "--config", str(config), "--dry-run"]) == 2
+    assert errors(capsys) == [f"error: {config}: not UTF-8 text (byte 5); save the config as UTF-8"]
+
+
+def test_dry_run_catches_a_missing_model_folder_and_an_unknown_template(tmp_path, capsys):
+    assert train("--override", f"model_name_or_path={tmp_path / 'modle'}", "--override", "template=qwne") == 2
+    lines = errors(capsys)
+    assert f"error: model_name_or_path: {tmp_path / 'modle'} is not a model folder (not found)" in lines
+    assert "error: template: LLaMA-Factory has no template 'qwne' (did you mean 'qwen'?)" in lines

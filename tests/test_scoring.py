@@ -222,6 +222,8 @@ def yaml_paths(run):
     (["--ks", "1,5,1000"], "exceeds the shortest ranking list"),
     (["--ks", "0"], "--ks: cut-offs must be >= 1"),
     (["--checkpoint", "newest"], "expected latest, best, all, base or checkpoint-N"),
+    (["--checkpoint", ","], "--checkpoint ',': an empty name"),
+    (["--checkpoint", "best,"], "--checkpoint 'best,': an empty name"),
     (["--checkpoint", "checkpoint-999"], "--checkpoint checkpoint-999: not found"),
     (["--bootstrap", "-1"], "--bootstrap must be >= 0"),
 ])

@@ -155,7 +155,8 @@ def check_output_dir(args: Mapping[str, Any]) -> list[str]:
     """output_dir names a folder of the run's own: not missing, null, empty or the home folder itself."""
     value = args.get("output_dir")
     if value is None or not str(value).strip():
-        return [f"output_dir: {'null' if value is None else 'empty'}; name the folder checkpoints and logs go to"]
+        what = "null (a bare ~ is YAML's null: quote a path, '~/runs/x')" if value is None else "empty"
+        return [f"output_dir: {what}; name the folder checkpoints and logs go to"]
     if expand(value) in (expand("~"), Path("/")):
         return [f"output_dir: {value!r} is {expand(value)}, not a folder of the run's own; name a run folder"]
     return []
