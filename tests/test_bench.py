@@ -53,7 +53,8 @@ def test_bench_tiny_model_prints_rates_as_json(tiny_model, capsys):
 
 
 def test_generated_examples_have_the_drawn_lengths_and_answer_labels():
-    from movierec.bench import ANSWER_TOKENS, make_examples
+    from movierec.bench.inputs import make_examples
+    from movierec.bench.lengths import ANSWER_TOKENS
 
     stats = {"mean": 200.0, "std": 0.0, "min": 200.0, "max": 200.0, "quantiles": [200.0] * 101}
     data = make_examples(5, stats, vocab_size=100, eos_id=7, cutoff_len=2048)
@@ -65,7 +66,7 @@ def test_generated_examples_have_the_drawn_lengths_and_answer_labels():
 
 
 def test_peak_flops_of_known_gpus():
-    from movierec.bench import peak_flops
+    from movierec.bench.hardware import peak_flops
 
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_flops("NVIDIA GeForce RTX 3090") == 71e12

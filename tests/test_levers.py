@@ -139,7 +139,7 @@ def _boundaries(row: dict, neat: bool) -> list[tuple[int, int]]:
 def test_dry_run_packing_plan_matches_llamafactory_packing():
     """The dry run's packed-sequence count uses LLaMA-Factory's greedy knapsack on estimated lengths:
     on the same examples it gives the sequences LLaMA-Factory's packed processor makes."""
-    from movierec.bench import make_examples, pack_examples
+    from movierec.bench.inputs import make_examples, pack_examples
     from movierec.bench.lengths import ANSWER_TOKENS, default_lengths, pack
     from movierec.models.tiny import build_tokenizer
 

@@ -7,9 +7,10 @@ import pytest
 import yaml
 
 from movierec.cli import main
-from movierec.evaluation.report import _seconds, load_run, train_speed
+from movierec.evaluation.report import load_run
 from movierec.evaluation.report.markdown import NA
 from movierec.evaluation.report.quality import metric_cell
+from movierec.evaluation.report.stats import _seconds, train_speed
 from movierec.train.plan import interval, train_plan
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_fixture"

@@ -46,8 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from movierec.bench.hardware import (  # noqa: F401
-    PEAK_BF16_FLOPS,
+from movierec.bench.hardware import (
     _peak_memory_gib,
     _reset_peak_memory,
     _train_peak_callback,
@@ -55,24 +54,18 @@ from movierec.bench.hardware import (  # noqa: F401
     peak_flops,
     train_flops_per_token,
 )
-from movierec.bench.inputs import (  # noqa: F401
-    IGNORE_INDEX,
+from movierec.bench.inputs import (
     attended_keys,
-    build_random_model,
     make_examples,
     pack_examples,
     random_model,
 )
-from movierec.bench.lengths import (  # noqa: F401
+from movierec.bench.lengths import (
     ANSWER_TOKENS,
-    CHARS_PER_TOKEN,
     SHARED_PREFIX_TOKENS,
-    TEMPLATE_TOKENS,
-    example_lengths,
     example_token_stats,
 )
-from movierec.bench.measure import (  # noqa: F401
-    WARMUP_FRACTION,
+from movierec.bench.measure import (
     bench_args,
     measure,
     measure_eval,

@@ -13,10 +13,8 @@ import argparse
 from movierec.evaluation.report import quality, sections
 from movierec.evaluation.report.inputs import load_run, run_files
 from movierec.evaluation.report.plots import write_plots
-from movierec.evaluation.report.stats import (  # noqa: F401 (tests import these from here)
-    _seconds,
+from movierec.evaluation.report.stats import (
     parameter_counts,
-    train_speed,
 )
 from movierec.folders.io import atomic_write_text
 from movierec.folders.rundir import RunDir
