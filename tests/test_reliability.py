@@ -105,3 +105,108 @@ def test_check_adapter_refuses_any_changed_adapter_setting(tmp_path):
                              ("use_rslora", True, "use_rslora True (the checkpoint's: False)")):
         with pytest.raises(UserError, match=rf"other settings: {said.replace('(', '[(]').replace(')', '[)]')}"):
             check_adapter(ckpt, {**same, key: value})
+
+
+# ------------------------------------------------------------------ prepared-data folders
+
+
+def _prepare(prepared_data: Path, out: Path, *extra: str) -> int:
+    return main(["prepare", "--config", str(ROOT / "configs/data/demo.yaml"), "--input", str(prepared_data.parent / "raw"),
+                 "--out", str(out), "--override", "n_train=40", "--override", "n_eval=20",
+                 "--override", "ranking_users=0", *extra])
+
+
+def test_prepare_never_overwrites_a_folder_it_did_not_write(prepared_data, tmp_path, capsys):
+    registry = tmp_path / "registry"  # a LLaMA-Factory data folder with a manifest of its own
+    registry.mkdir()
+    (registry / "dataset_info.json").write_text('{"alpaca_en": {"file_name": "alpaca_en.json"}}')
+    (registry / "manifest.json").write_text('{"source": "my crawl"}')
+    (registry / "baselines.json").write_text('{"mine": 1}')
+    before = _tree(registry)
+    assert _prepare(prepared_data, registry) == 2
+    err = capsys.readouterr().err
+    assert "baselines.json, dataset_info.json, manifest.json that `movierec prepare` did not write" in err
+    assert _tree(registry) == before
+
+    ours = tmp_path / "ours"
+    assert _prepare(prepared_data, ours) == 0
+    (ours / "baselines.json").write_text("{}")
+    (ours / "notes.txt").write_text("kept")
+    assert _prepare(prepared_data, ours, "--override", "n_train=30") == 0  # its own folder: rebuilt
+    assert not (ours / "baselines.json").exists() and (ours / "notes.txt").read_text() == "kept"
+    (ours / "manifest.json").unlink()  # as a kill -9 between prepare's first write and its manifest leaves it
+    (ours / DatasetDir.WRITING).touch()
+    assert _prepare(prepared_data, ours) == 0 and DatasetDir(ours).require()
+
+
+def test_train_never_skips_the_integrity_check(prepared_data, tiny_model, tmp_path, capsys):
+    """A folder without manifest.json (or an unreadable one) is not known to be what prepare wrote."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared_data, data)
+    argv = ["train", "--config", str(ROOT / "configs/demo_tiny.yaml"), "--device", "cpu",
+            "--override", f"model_name_or_path={tiny_model}", "--override", f"dataset_dir={data}",
+            "--override", f"output_dir={tmp_path / 'run'}", "--override", "max_steps=1"]
+    (data / "manifest.json").write_text("{trunc")
+    assert main(argv) == 2 and "manifest.json: not valid JSON" in capsys.readouterr().err
+    (data / "manifest.json").unlink()
+    assert main(argv) == 2 and "has no manifest.json" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def _copy_run(demo_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of demo_run and of its data, the copy's record naming the copies."""
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(demo_run, run)
+    record = yaml.safe_load((run / RunDir.RESOLVED).read_text())
+    shutil.copytree(record["paths"]["dataset_dir"], data)
+    record["paths"].update(output_dir=str(run), dataset_dir=str(data))
+    (run / RunDir.RESOLVED).write_text(yaml.safe_dump(record, sort_keys=False))
+    return run, data
+
+
+def test_data_prepared_again_after_training_is_noticed(demo_run, prepared_data, tmp_path, capsys):
+    run, data = _copy_run(demo_run, tmp_path)
+    assert _prepare(prepared_data, data, "--override", "seed=7", "--override", "cutoff_quantile=0.8") == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "prepared again after this run trained" in err and "--data" in err and err.count("\n") == 1
+    assert main(["report", "--run", str(run)]) == 0
+    assert "prepared again after this run trained" in capsys.readouterr().err
+    assert "prepared again after this run trained" in (run / RunDir.REPORT).read_text()
+
+
+def test_an_eval_split_naming_the_train_file_is_refused(demo_run, tmp_path, capsys):
+    run, data = _copy_run(demo_run, tmp_path)
+    info = json.loads((data / "dataset_info.json").read_text())
+    info[DatasetDir.EVAL_NAME]["file_name"] = info[DatasetDir.TRAIN_NAME]["file_name"]
+    (data / "dataset_info.json").write_text(json.dumps(info))
+    assert main(["evaluate", "--run", str(run), "--device", "cpu"]) == 2
+    assert "names the file of training dataset" in capsys.readouterr().err
+    assert not (run / RunDir.METRICS).exists()
+
+
+# ------------------------------------------------------------------ resuming
+
+
+def _resume(demo_run: Path, run: Path, data: Path, which: str) -> list[str]:
+    record = yaml.safe_load((run / RunDir.RESOLVED).read_text())
+    return ["train", "--config", str(ROOT / "configs/demo_tiny.yaml"), "--device", "cpu",
+            "--override", f"model_name_or_path={record['paths']['model']}", "--override", f"dataset_dir={data}",
+            "--override", f"output_dir={run}", "--override", "max_steps=8", "--override", "save_steps=4",
+            "--override", "eval_steps=4", "--resume", which]
+
+
+def test_a_failed_resume_keeps_the_logs_and_the_record(demo_run, tmp_path, monkeypatch, capsys):
+    """A resume that fails before its first step (here: the launch) leaves the folder as it was."""
+    import movierec.train
+
+    run, data = _copy_run(demo_run, tmp_path)
+    copy = tmp_path / "my copy of checkpoint-4"  # a renamed copy: its step comes from trainer_state.json
+    shutil.copytree(run / "checkpoint-4", copy)
+    before = _tree(run)
+    monkeypatch.setattr(movierec.train, "launch", lambda *a, **k: 1)
+    for which in ("checkpoint-4", str(copy)):
+        assert main(_resume(demo_run, run, data, which)) == 2
+        assert "nothing was kept" in capsys.readouterr().err
+        assert _tree(run) == before, which

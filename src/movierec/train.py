@@ -190,7 +190,9 @@ def main(args) -> int:
         before, logs = None, {}
         if resume is not None:
             before = run.keep_previous_record(resume)
-            logs = run.truncate_logs(done)
+            logs = run.truncate_logs(done)  # and the earlier segment's LLaMA-Factory arguments, to put back on failure
+            if run.file(RunDir.LF_ARGS).is_file():
+                logs[RunDir.LF_ARGS] = run.file(RunDir.LF_ARGS).read_text(encoding="utf-8")
         _write(run.path, record, lf_args)
         _header(run, record, device, notes, resume)
         rc = launch(run, args, device, run.path, args.verbose)

@@ -8,6 +8,7 @@ files, stats computes the numbers, sections and quality write the markdown, plot
 from __future__ import annotations
 
 import argparse
+import sys
 
 from movierec.io import atomic_write_text
 from movierec.report import quality, sections
@@ -27,7 +28,8 @@ def build_report(run: dict, plots: dict[str, str], files: list[str]) -> str:
     resolved = run["resolved"]
     head = (f"# Fine-tuning Parameters and Performance: {resolved.get('run_name', run['dir'].name)}\n\n"
             f"Rebuilt by `movierec report` from the files in `{run['dir']}`"
-            + (f" (run created {resolved['created']})" if resolved.get("created") else "") + ".\n")
+            + (f" (run created {resolved['created']})" if resolved.get("created") else "") + ".\n"
+            + (f"\n**Warning:** {run['data_note']}.\n" if run.get("data_note") else ""))
     counts = parameter_counts(resolved, run["arch"])
     parts = [head, sections.model(run, run["arch"], counts), sections.method(run, counts), sections.dataset(run),
              sections.hyperparameters(run), sections.precision(run), sections.hardware(run),
@@ -39,6 +41,8 @@ def build_report(run: dict, plots: dict[str, str], files: list[str]) -> str:
 def main(args: argparse.Namespace) -> int:
     run = load_run(args.run, args.baselines)
     run["paired"] = paired_comparison(run)
+    if run.get("data_note"):
+        print(f"warning: {run['data_note']}", file=sys.stderr)
     plots = write_plots(run, run["dir"] / RunDir.PLOTS)
     path = run["dir"] / RunDir.REPORT
     atomic_write_text(path, build_report(run, plots, run_files(run["dir"])))
