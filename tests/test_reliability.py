@@ -210,3 +210,32 @@ def test_a_failed_resume_keeps_the_logs_and_the_record(demo_run, tmp_path, monke
         assert main(_resume(demo_run, run, data, which)) == 2
         assert "nothing was kept" in capsys.readouterr().err
         assert _tree(run) == before, which
+
+
+# ------------------------------------------------------------------ MovieLens input files
+
+
+def test_movie_files_with_a_bom_in_utf16_or_empty(tmp_path):
+    from movierec.data import layouts
+
+    flags = "|".join(["0"] * 3 + ["1"] + ["0"] * 15)
+    files = {"movies.dat": "1::Toy Story (1995)::Animation|Children's\n",
+             "u.item": f"1|Toy Story (1995)|01-Jan-1995||http://x|{flags}\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Notepad saves UTF-8
+        table, _ = {"movies.dat": layouts._dat_movies, "u.item": layouts._u_item}[name](tmp_path, name)
+        assert table.column("movieId").to_pylist() == [1] and table.column("title").to_pylist() == ["Toy Story (1995)"]
+        (tmp_path / name).write_text(text, encoding="utf-16")
+        with pytest.raises(UserError, match="saved as UTF-16") as e:
+            layouts._dat_movies(tmp_path, name) if name == "movies.dat" else layouts._u_item(tmp_path, name)
+        assert "\x00" not in str(e.value)
+        (tmp_path / name).write_text("\n")
+        with pytest.raises(UserError, match=f"{name}: empty file"):
+            layouts._dat_movies(tmp_path, name) if name == "movies.dat" else layouts._u_item(tmp_path, name)
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,1\n", encoding="utf-16")
+    (csv / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Animation\n")
+    with pytest.raises(UserError, match="saved as UTF-16") as e:
+        layouts.load(csv)
+    assert "\x00" not in str(e.value)
