@@ -239,3 +239,31 @@ def test_movie_files_with_a_bom_in_utf16_or_empty(tmp_path):
     with pytest.raises(UserError, match="saved as UTF-16") as e:
         layouts.load(csv)
     assert "\x00" not in str(e.value)
+
+
+def test_a_download_cut_short_is_not_kept_without_an_md5(tmp_path):
+    """A server announcing more bytes than it sends (a dropped connection), and no md5 to check."""
+    import http.server
+    import threading
+
+    from movierec.data.download import download
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"x" * 400)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(UserError, match=r"cut short|could not download"):
+            download(f"http://127.0.0.1:{httpd.server_address[1]}/ml-25m.zip", tmp_path / "raw" / "ml.zip", None)
+    finally:
+        httpd.shutdown()
+    assert not (tmp_path / "raw").exists()
