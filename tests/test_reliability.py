@@ -100,3 +100,165 @@ def test_check_adapter_refuses_any_changed_adapter_setting(tmp_path):
                              ("use_rslora", True, "use_rslora True (the checkpoint's: False)")):
         with pytest.raises(UserError, match=rf"other settings: {said.replace('(', '[(]').replace(')', '[)]')}"):
             check_adapter(ckpt, {**same, key: value})
+
+
+# ------------------------------------------------------------------ prepared-data folders
+
+
+def _prepare(prepared_data: Path, out: Path, *extra: str) -> int:
+    return main(["prepare", "--config", str(ROOT / "configs/data/demo.yaml"), "--input", str(prepared_data.parent / "raw"),
+                 "--out", str(out), "--override", "n_train=40", "--override", "n_eval=20",
+                 "--override", "ranking_users=0", *extra])
+
+
+def test_prepare_never_overwrites_a_folder_it_did_not_write(prepared_data, tmp_path, capsys):
+    registry = tmp_path / "registry"  # a LLaMA-Factory data folder with a manifest of its own
+    registry.mkdir()
+    (registry / "dataset_info.json").write_text('{"alpaca_en": {"file_name": "alpaca_en.json"}}')
+    (registry / "manifest.json").write_text('{"source": "my crawl"}')
+    (registry / "baselines.json").write_text('{"mine": 1}')
+    before = _tree(registry)
+    assert _prepare(prepared_data, registry) == 2
+    err = capsys.readouterr().err
+    assert "baselines.json, dataset_info.json, manifest.json that `movierec prepare` did not write" in err
+    assert _tree(registry) == before
+
+    ours = tmp_path / "ours"
+    assert _prepare(prepared_data, ours) == 0
+    (ours / "baselines.json").write_text("{}")
+    (ours / "notes.txt").write_text("kept")
+    assert _prepare(prepared_data, ours, "--override", "n_train=30") == 0  # its own folder: rebuilt
+    assert not (ours / "baselines.json").exists() and (ours / "notes.txt").read_text() == "kept"
+    (ours / "manifest.json").unlink()  # as a kill -9 between prepare's first write and its manifest leaves it
+    (ours / DatasetDir.WRITING).touch()
+    assert _prepare(prepared_data, ours) == 0 and DatasetDir(ours).require()
+
+
+def test_train_never_skips_the_integrity_check(prepared_data, tiny_model, tmp_path, capsys):
+    """A folder without manifest.json (or an unreadable one) is not known to be what prepare wrote."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared_data, data)
+    argv = ["train", "--config", str(ROOT / "configs/demo_tiny.yaml"), "--device", "cpu",
+            "--override", f"model_name_or_path={tiny_model}", "--override", f"dataset_dir={data}",
+            "--override", f"output_dir={tmp_path / 'run'}", "--override", "max_steps=1"]
+    (data / "manifest.json").write_text("{trunc")
+    assert main(argv) == 2 and "manifest.json: not valid JSON" in capsys.readouterr().err
+    (data / "manifest.json").unlink()
+    assert main(argv) == 2 and "has no manifest.json" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def _copy_run(demo_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of demo_run and of its data, the copy's record naming the copies."""
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(demo_run, run)
+    record = yaml.safe_load((run / RunDir.RESOLVED).read_text())
+    shutil.copytree(record["paths"]["dataset_dir"], data)
+    record["paths"].update(output_dir=str(run), dataset_dir=str(data))
+    (run / RunDir.RESOLVED).write_text(yaml.safe_dump(record, sort_keys=False))
+    return run, data
+
+
+def test_data_prepared_again_after_training_is_noticed(demo_run, prepared_data, tmp_path, capsys):
+    run, data = _copy_run(demo_run, tmp_path)
+    assert _prepare(prepared_data, data, "--override", "seed=7", "--override", "cutoff_quantile=0.8") == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "prepared again after this run trained" in err and "--data" in err and err.count("\n") == 1
+    assert main(["report", "--run", str(run)]) == 0
+    assert "prepared again after this run trained" in capsys.readouterr().err
+    assert "prepared again after this run trained" in (run / RunDir.REPORT).read_text()
+
+
+def test_an_eval_split_naming_the_train_file_is_refused(demo_run, tmp_path, capsys):
+    run, data = _copy_run(demo_run, tmp_path)
+    info = json.loads((data / "dataset_info.json").read_text())
+    info[DatasetDir.EVAL_NAME]["file_name"] = info[DatasetDir.TRAIN_NAME]["file_name"]
+    (data / "dataset_info.json").write_text(json.dumps(info))
+    assert main(["evaluate", "--run", str(run), "--device", "cpu"]) == 2
+    assert "names the file of training dataset" in capsys.readouterr().err
+    assert not (run / RunDir.METRICS).exists()
+
+
+# ------------------------------------------------------------------ resuming
+
+
+def _resume(demo_run: Path, run: Path, data: Path, which: str) -> list[str]:
+    record = yaml.safe_load((run / RunDir.RESOLVED).read_text())
+    return ["train", "--config", str(ROOT / "configs/demo_tiny.yaml"), "--device", "cpu",
+            "--override", f"model_name_or_path={record['paths']['model']}", "--override", f"dataset_dir={data}",
+            "--override", f"output_dir={run}", "--override", "max_steps=8", "--override", "save_steps=4",
+            "--override", "eval_steps=4", "--resume", which]
+
+
+def test_a_failed_resume_keeps_the_logs_and_the_record(demo_run, tmp_path, monkeypatch, capsys):
+    """A resume that fails before its first step (here: the launch) leaves the folder as it was."""
+    import movierec.train.launch
+
+    run, data = _copy_run(demo_run, tmp_path)
+    copy = tmp_path / "my copy of checkpoint-4"  # a renamed copy: its step comes from trainer_state.json
+    shutil.copytree(run / "checkpoint-4", copy)
+    before = _tree(run)
+    monkeypatch.setattr(movierec.train.launch, "launch", lambda *a, **k: 1)
+    for which in ("checkpoint-4", str(copy)):
+        assert main(_resume(demo_run, run, data, which)) == 2
+        assert "nothing was kept" in capsys.readouterr().err
+        assert _tree(run) == before, which
+
+
+# ------------------------------------------------------------------ MovieLens input files
+
+
+def test_movie_files_with_a_bom_in_utf16_or_empty(tmp_path):
+    from movierec.data import layouts
+
+    flags = "|".join(["0"] * 3 + ["1"] + ["0"] * 15)
+    files = {"movies.dat": "1::Toy Story (1995)::Animation|Children's\n",
+             "u.item": f"1|Toy Story (1995)|01-Jan-1995||http://x|{flags}\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Notepad saves UTF-8
+        table, _ = {"movies.dat": layouts._dat_movies, "u.item": layouts._u_item}[name](tmp_path, name)
+        assert table.column("movieId").to_pylist() == [1] and table.column("title").to_pylist() == ["Toy Story (1995)"]
+        (tmp_path / name).write_text(text, encoding="utf-16")
+        with pytest.raises(UserError, match="saved as UTF-16") as e:
+            layouts._dat_movies(tmp_path, name) if name == "movies.dat" else layouts._u_item(tmp_path, name)
+        assert "\x00" not in str(e.value)
+        (tmp_path / name).write_text("\n")
+        with pytest.raises(UserError, match=f"{name}: empty file"):
+            layouts._dat_movies(tmp_path, name) if name == "movies.dat" else layouts._u_item(tmp_path, name)
+    csv = tmp_path / "csv"
+    csv.mkdir()
+    (csv / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,1\n", encoding="utf-16")
+    (csv / "movies.csv").write_text("movieId,title,genres\n1,Toy Story (1995),Animation\n")
+    with pytest.raises(UserError, match="saved as UTF-16") as e:
+        layouts.load(csv)
+    assert "\x00" not in str(e.value)
+
+
+def test_a_download_cut_short_is_not_kept_without_an_md5(tmp_path):
+    """A server announcing more bytes than it sends (a dropped connection), and no md5 to check."""
+    import http.server
+    import threading
+
+    from movierec.data.download import download
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b"x" * 400)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(UserError, match=r"cut short|could not download"):
+            download(f"http://127.0.0.1:{httpd.server_address[1]}/ml-25m.zip", tmp_path / "raw" / "ml.zip", None)
+    finally:
+        httpd.shutdown()
+    assert not (tmp_path / "raw").exists()

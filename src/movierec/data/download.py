@@ -21,7 +21,7 @@ def download(url: str, dest: Path, md5: str | None) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        digest = hashlib.md5()
+        digest, got = hashlib.md5(), 0
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
             size = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"download {dest.name}") as bar:
@@ -29,6 +29,10 @@ def download(url: str, dest: Path, md5: str | None) -> None:
                     f.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+                    got += len(chunk)
+        if size and got != size:  # the connection closed early: without an md5 to check, only the length tells
+            raise UserError(f"{url}: the download was cut short ({got:,} of {size:,} bytes; nothing was kept); "
+                            "try again")
         if md5 and digest.hexdigest() != md5:
             raise UserError(f"{url}: md5 {digest.hexdigest()} does not match the expected {md5}; "
                             f"the download is corrupt or the file changed (nothing was kept)")

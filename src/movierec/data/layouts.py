@@ -217,6 +217,8 @@ def _check_header(where: str, line: bytes, columns: list[str]) -> list[str]:
     """The header's column names; UserError when a required one is missing."""
     if not line.strip():
         raise UserError(f"{where}: empty file (expected a header: {','.join(columns)})")
+    if b"\x00" in line:
+        raise UserError(f"{where}: holds NUL bytes (saved as UTF-16?); the file must be UTF-8")
     found = [c.strip().strip('"') for c in line.decode("utf-8-sig", "replace").rstrip("\r\n").split(",")]
     problems = []
     for col in columns:
@@ -234,8 +236,10 @@ def _read_lines(source: Path, name: str) -> tuple[pd.Series, bool]:
     where = _where(source, name)
     with _reading(source, name) as (f, _):
         data = f.read()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
+        raise UserError(f"{where}: holds NUL bytes (saved as UTF-16?); the file must be UTF-8 or latin-1")
     try:
-        text, latin1 = data.decode("utf-8"), False
+        text, latin1 = data.decode("utf-8-sig"), False  # a byte-order mark, as some editors save, is dropped
     except UnicodeDecodeError:
         text, latin1 = data.decode("latin-1"), True
     # split on "\n" only: str.splitlines would also split at latin-1's \x85 and \x1c..\x1e
@@ -244,7 +248,10 @@ def _read_lines(source: Path, name: str) -> tuple[pd.Series, bool]:
         char = CONTROL.search(lines[bad[0]])[0]
         raise UserError(f"{where}: line {bad[0] + 1} holds the control character {char!r}: not UTF-8 or "
                         f"latin-1 text (saved as UTF-16?)")
-    return lines[lines.str.strip() != ""], latin1
+    lines = lines[lines.str.strip() != ""]
+    if lines.empty:
+        raise UserError(f"{where}: empty file (expected one movie per line)")
+    return lines, latin1
 
 
 def _movies_table(ids: pd.Series, titles: pd.Series, genres: np.ndarray | pd.Series) -> pa.Table:

@@ -84,7 +84,7 @@ def open_session(args, dist: Distributed) -> tuple[TrainingSession, dict[str, An
     """The validated config bound to its run folder, data folder, device and resume point."""
     from movierec.device import apply_device, planned_device, resolve_device
     from movierec.train.config import check_run_name, validate
-    from movierec.train.schema import load_config
+    from movierec.train.launch.schema import load_config
 
     raw = load_config(args.config, args.override)
     device = planned_device(args.device) if args.dry_run else resolve_device(args.device)
@@ -125,7 +125,9 @@ def _train(session: TrainingSession, record: dict[str, Any], done: int | None, n
         before, logs = None, {}
         if resume is not None:
             before = run.keep_previous_record(resume)
-            logs = run.truncate_logs(done)
+            logs = run.truncate_logs(done)  # and the earlier segment's LLaMA-Factory arguments, to put back on failure
+            if run.file(RunDir.LF_ARGS).is_file():
+                logs[RunDir.LF_ARGS] = run.file(RunDir.LF_ARGS).read_text(encoding="utf-8")
         session.write(record)
         _header(run, record, session.plan, session.device, notes, resume)
         rc = session.launch(verbose=args.verbose)

@@ -9,6 +9,7 @@ comparisons with the baselines (paired bootstrap, llm+mf blend) come computed in
 from __future__ import annotations
 
 import argparse
+import sys
 
 from movierec.evaluation.report import quality, sections
 from movierec.evaluation.report.inputs import load_run, run_files
@@ -25,7 +26,8 @@ def build_report(run: dict, plots: dict[str, str], files: list[str]) -> str:
     resolved = run["resolved"]
     head = (f"# Fine-tuning Parameters and Performance: {resolved.get('run_name', run['dir'].name)}\n\n"
             f"Rebuilt by `movierec report` from the files in `{run['dir']}`"
-            + (f" (run created {resolved['created']})" if resolved.get("created") else "") + ".\n")
+            + (f" (run created {resolved['created']})" if resolved.get("created") else "") + ".\n"
+            + (f"\n**Warning:** {run['data_note']}.\n" if run.get("data_note") else ""))
     counts = parameter_counts(resolved, run["arch"])
     parts = [head, sections.model(run, run["arch"], counts), sections.method(run, counts), sections.dataset(run),
              sections.hyperparameters(run), sections.precision(run), sections.hardware(run),
@@ -36,6 +38,8 @@ def build_report(run: dict, plots: dict[str, str], files: list[str]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     run = load_run(args.run, args.baselines)
+    if run.get("data_note"):
+        print(f"warning: {run['data_note']}", file=sys.stderr)
     plots = write_plots(run, run["dir"] / RunDir.PLOTS)
     path = run["dir"] / RunDir.REPORT
     atomic_write_text(path, build_report(run, plots, run_files(run["dir"])))

@@ -90,8 +90,10 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
             break
         state = _json(ckpt / RunDir.TRAINER_STATE)
     bases = train_dirs(run_dir, resolved)
+    data_note = None
     try:
-        manifest_path = run.dataset().file(DatasetDir.MANIFEST)
+        data = run.dataset()
+        manifest_path, data_note = data.file(DatasetDir.MANIFEST), run.data_changed(data)
     except UserError:  # an older record, or the data moved away: what it recorded, said where it was looked for
         manifest_path = resolve(resolved.get("data_manifest"), bases)
     if baselines is None and manifest_path is not None:
@@ -128,6 +130,7 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
         "baselines": base,
         "baselines_path": Path(baselines) if baselines else None,
         "baselines_note": note,
+        "data_note": data_note,  # the data folder was prepared again after training
     }
 
 
