@@ -2,8 +2,8 @@
 
 The real Qwen3 tokenizer is not available offline, so lengths come from the prepared data's
 character statistics (`prompt_chars` in dataset_dir/manifest.json). The constants are calibrated on
-Qwen's tokenizer and `template: qwen` (the reference run); for another model they are an estimate
-of the same order (SmolLM2's template also labels 3 answer tokens and has a system turn of similar length):
+Qwen's tokenizer and `template: qwen` (the reference run), not derived from the model: SmolLM2's
+tokenizer and template make ML-100K's prompts ~1/3 longer than estimated here (docs/models.md):
 
     tokens = prompt_chars / CHARS_PER_TOKEN + TEMPLATE_TOKENS, then ANSWER_TOKENS labelled tokens,
 
