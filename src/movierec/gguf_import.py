@@ -51,7 +51,11 @@ def check_out(out: Path) -> None:
 
 def read_header(path: Path) -> dict[str, Any]:
     """The GGUF's metadata, checked: a readable GGUF, complete, of an architecture transformers loads."""
-    from gguf import GGUFReader
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise UserError("import-gguf needs the `gguf` package (a movierec dependency): pip install 'gguf>=0.10'"
+                        ) from None
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES, read_field
 
     if not path.is_file():
