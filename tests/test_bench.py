@@ -96,9 +96,8 @@ KNOBS = {"per_device_train_batch_size", "gradient_accumulation_steps", "group_by
 def test_fast_profiles_change_only_throughput_knobs(reference, fast, quantized):
     """Same model, LoRA, data, epochs and schedule as the reference; the learning rate follows the batch
     by the square-root rule (reference run: 1 example per step; demo_tiny.yaml: its own batch)."""
-    from movierec.train.launch.schema import load_yaml
-
     from movierec.train.config import validate
+    from movierec.train.schema import load_yaml
 
     ref, cfg = load_yaml(reference), load_yaml(fast)
     lf = validate({k: v for k, v in cfg.items() if k not in ("dataset", "eval_dataset", "dataset_dir")}).llamafactory

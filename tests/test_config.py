@@ -76,16 +76,15 @@ def test_dataset_missing_from_dataset_info(capsys):
 
 
 def test_override_values_are_typed_as_yaml():
-    from movierec.train.launch.schema import parse_overrides
+    from movierec.train.schema import parse_overrides
 
     assert parse_overrides(["a=1", "b=1.5e-4", "c=true", "d=null", "e=[x, y]", "f=text"]) == {
         "a": 1, "b": 1.5e-4, "c": True, "d": None, "e": ["x", "y"], "f": "text"}
 
 
 def test_every_shipped_config_validates():
-    from movierec.train.launch.schema import load_yaml
-
     from movierec.train.config import validate
+    from movierec.train.schema import load_yaml
 
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = load_yaml(path)

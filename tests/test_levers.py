@@ -204,10 +204,9 @@ def test_missing_optional_package_stops_before_any_model_loads(override, package
 
 
 def test_installed_optional_packages_pass_validation(monkeypatch):
-    from movierec.train.launch.schema import load_yaml
-
     import movierec.train.checks
     from movierec.train.config import validate
+    from movierec.train.schema import load_yaml
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(movierec.train.checks, "installed", lambda module: True)

@@ -118,7 +118,7 @@ def test_levers_the_device_cannot_run_stop_with_the_reason(override, reason, mon
 
 @pytest.mark.parametrize("config", [FAST, BF16_FAST])
 def test_fast_gpu_profiles_take_the_host_sync_levers_and_validate(config, monkeypatch, capsys):
-    from movierec.train.launch.schema import load_yaml
+    from movierec.train.schema import load_yaml
 
     monkeypatch.chdir(ROOT)
     cfg = load_yaml(ROOT / config)
@@ -129,7 +129,7 @@ def test_fast_gpu_profiles_take_the_host_sync_levers_and_validate(config, monkey
 
 
 def test_reference_config_is_the_reference_run():
-    from movierec.train.launch.schema import load_yaml
+    from movierec.train.schema import load_yaml
 
     cfg = load_yaml(ROOT / "configs/qwen3_movielens_qlora.yaml")
     assert cfg["optim"] == "adamw_torch" and "logging_nan_inf_filter" not in cfg

@@ -98,8 +98,8 @@ def _setup(config: str | Path, overrides: list[str] | None, device: str):
     from movierec.device import apply_device, resolve_device
     from movierec.train.checks import check_device_levers
     from movierec.train.config import validate
-    from movierec.train.launch.schema import load_config
     from movierec.train.plan import data_counts
+    from movierec.train.schema import load_config
 
     cfg = load_config(config, overrides)
     device = resolve_device(device)

@@ -38,7 +38,9 @@ def measured_matmul_flops(n: int = 8192, iters: int = 20) -> float:
 
 def train_flops_per_token(model_cfg: dict, base_params: int, trainable: int, ctx: float) -> float:
     """FLOPs per real training token (see the module docstring)."""
-    embedding = 0 if model_cfg.get("tie_word_embeddings", True) else model_cfg["vocab_size"] * model_cfg["hidden_size"]
+    from movierec.models.params import tied_embeddings
+
+    embedding = 0 if tied_embeddings(model_cfg) else model_cfg["vocab_size"] * model_cfg["hidden_size"]
     attn_dim = model_cfg["num_attention_heads"] * model_cfg.get(
         "head_dim", model_cfg["hidden_size"] // model_cfg["num_attention_heads"])
     return 4 * (base_params - embedding) + 6 * trainable + 12 * model_cfg["num_hidden_layers"] * attn_dim * ctx

@@ -16,7 +16,7 @@ from typing import Any
 
 from movierec.errors import UserError
 from movierec.resources import shipped
-from movierec.train.launch.schema import load_yaml, parse_fields, parse_overrides
+from movierec.train.schema import load_yaml, parse_fields, parse_overrides
 
 ML25M_URL = "https://files.grouplens.org/datasets/movielens/ml-25m.zip"
 ML25M_MD5 = "6b51fb2759a8657d3bfcbfc42b592ada"

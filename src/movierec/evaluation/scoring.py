@@ -37,8 +37,13 @@ class YesNoScorer:
         self.cutoff_len, self.batch_size = cutoff_len, batch_size
         self.yes_id = self._answer_token("Yes")
         self.no_id = self._answer_token("No")
+        if self.yes_id == self.no_id:  # P(Yes) reads the first answer token: it must tell the answers apart
+            raise UserError(f"this tokenizer and template start both answers with token {self.yes_id}: "
+                            "P(Yes) cannot be read from the first answer position")
 
     def _answer_token(self, answer: str) -> int:
+        """The first token training labels for `answer`, from the template (never a fixed id: each
+        tokenizer has its own: SmolLM2's are 10539 and 5230)."""
         messages = [{"role": "user", "content": "?"}, {"role": "assistant", "content": answer}]
         _, answer_ids = self.template.encode_multiturn(self.tokenizer, messages)[0]
         return answer_ids[0]

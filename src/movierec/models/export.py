@@ -131,7 +131,7 @@ def save_tokenizer(ckpt: Path, lf_args: dict[str, Any], records: list[dict], to:
     for record in records:
         if tokenizer.chat_template is None or chat_ids(tokenizer, record) != scorer.encode(record):
             raise UserError(f"template {name}: its prompt cannot be written as a chat template that tokenizes as "
-                            "training did; export supports templates that can (such as qwen)")
+                            "training did; export supports templates that can (such as qwen and smollm2)")
     tokenizer.save_pretrained(to)
     return {"yes_token_id": scorer.yes_id, "no_token_id": scorer.no_id, "checked_prompts": len(records),
             "example_prompt": tokenizer.decode(scorer.encode(records[0]))}

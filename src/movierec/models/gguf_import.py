@@ -51,7 +51,11 @@ def check_out(out: Path) -> None:
 
 def read_header(path: Path) -> dict[str, Any]:
     """The GGUF's metadata, checked: a readable GGUF, complete, of an architecture transformers loads."""
-    from gguf import GGUFReader
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise UserError("import-gguf needs the `gguf` package (a movierec dependency): pip install 'gguf>=0.10'"
+                        ) from None
     from transformers.modeling_gguf_pytorch_utils import (
         GGUF_SUPPORTED_ARCHITECTURES,
         read_field,
@@ -85,6 +89,8 @@ def import_gguf(gguf: Path, out: Path) -> Path:
 
     header = read_header(gguf)
     check_out(out)
+    if gguf.resolve().is_relative_to(out.resolve()):
+        raise UserError(f"--out {out}: holds {gguf}, which replacing the folder would delete; import elsewhere")
     print(f"importing {gguf} ({header['architecture']}, {header['tensors']} tensors) -> {out}")
     with staging(out) as tmp:
         tokenizer, model = load(gguf)
@@ -109,8 +115,8 @@ def load(gguf: Path):
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     except (ValueError, KeyError, NotImplementedError, OSError, RuntimeError) as e:
-        raise UserError(f"{gguf}: transformers cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                        ) from None
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{gguf}: transformers cannot load it ({why})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     return tokenizer, model
@@ -140,7 +146,8 @@ def record(gguf: Path, header: dict[str, Any], model, tokenizer) -> dict[str, An
     from movierec.train.record import versions
 
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "source": str(gguf.resolve()), "source_sha256": sha256(gguf),
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "source": str(gguf.resolve()), "source_sha256": sha256(gguf),
         "architecture": header["architecture"], "model_type": model.config.model_type,
         "parameters": sum(p.numel() for p in model.parameters()), "dtype": "float32",
         "vocab_size": len(tokenizer), "has_chat_template": tokenizer.chat_template is not None,

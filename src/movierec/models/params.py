@@ -18,7 +18,8 @@ MODELS_DIR = shipped("resources", "models")
 
 def model_config_path(model_name_or_path: str | Path) -> Path:
     """config.json of a local model folder, else the shipped architecture config
-    movierec/resources/models/<name>.json matching a hub id ("Qwen/Qwen3-0.6B" -> qwen3-0.6b.json)."""
+    movierec/resources/models/<name>.json matching the last part of a hub id or folder, lower-cased
+    ("Qwen/Qwen3-0.6B" -> qwen3-0.6b.json, "output/smollm2-135m-instruct" -> smollm2-135m-instruct.json)."""
     local = Path(model_name_or_path)
     for candidate in (local, local / "config.json"):
         if candidate.is_file():
@@ -40,6 +41,16 @@ def load_model_config(model_config: str | Path | dict) -> dict:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: cannot read model config ({e})") from None
+
+
+def tied_embeddings(model_cfg: dict) -> bool:
+    """Whether the output head shares the input embedding: the config's key, else its model class's default
+    (which differs: False for Llama and Qwen3, True for GPT-2), never a guess."""
+    if "tie_word_embeddings" in model_cfg:
+        return bool(model_cfg["tie_word_embeddings"])
+    from transformers import AutoConfig
+
+    return bool(AutoConfig.for_model(**model_cfg).tie_word_embeddings)
 
 
 def _targets(lora_target: str | list[str]) -> list[str] | str:

@@ -27,7 +27,7 @@ from movierec.train.checks import (
     check_levers,
     check_ranges,
 )
-from movierec.train.launch.schema import field_table, parse_fields
+from movierec.train.schema import field_table, parse_fields
 
 
 @dataclass(frozen=True)

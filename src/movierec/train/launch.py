@@ -84,7 +84,7 @@ def open_session(args, dist: Distributed) -> tuple[TrainingSession, dict[str, An
     """The validated config bound to its run folder, data folder, device and resume point."""
     from movierec.device import apply_device, planned_device, resolve_device
     from movierec.train.config import check_run_name, validate
-    from movierec.train.launch.schema import load_config
+    from movierec.train.schema import load_config
 
     raw = load_config(args.config, args.override)
     device = planned_device(args.device) if args.dry_run else resolve_device(args.device)

@@ -40,7 +40,8 @@ def model(run: dict, arch: dict | None, counts: dict | None) -> str:
                 ("Key-Value Heads", "num_key_value_heads"), ("Head Dimension", "head_dim"),
                 ("Vocabulary Size", "vocab_size"), ("Max Position Embeddings", "max_position_embeddings"),
                 ("Tied Embeddings", "tie_word_embeddings"), ("Weights dtype", "torch_dtype")]
-        out += [f"- **{label}**: {fmt(arch[key])}\n" for label, key in keys if key in arch]
+        arch = {"torch_dtype": arch.get("dtype"), **arch}  # transformers >= 4.56 writes `dtype`
+        out += [f"- **{label}**: {fmt(arch[key])}\n" for label, key in keys if arch.get(key) is not None]
     return "".join(out)
 
 
