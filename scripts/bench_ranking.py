@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from movierec.datadir import DatasetDir
-    from movierec.scoring import YesNoScorer, build_template
-    from movierec.tiny import build_tiny_model
+    from movierec.evaluation.scoring import YesNoScorer, build_template
+    from movierec.folders.datadir import DatasetDir
+    from movierec.models.tiny import build_tiny_model
 
     model_dir = Path(args.model) if args.model else Path(args.work) / "tiny-qwen3"
     if not args.model and not (model_dir / "config.json").is_file():

@@ -127,8 +127,30 @@ def test_no_baseline_sees_its_target_time_or_other_targets(scored):
         assert seen.sum() > 50 and (~seen).sum() > 50
         for name in NAMES:
             np.testing.assert_allclose(probs[name][seen], base[name][seen], rtol=1e-9, err_msg=name)
-        for name in ("user_mean", "mf", "gbdt"):  # the poison reaches what may see it
+        for name in ("user_mean", "mf", "gbdt", "gbdt+mf"):  # the poison reaches what may see it
             assert np.abs(probs[name][~seen] - base[name][~seen]).max() > 0.01, name
+
+
+def test_gbdt_mf_fit_rows_get_an_mf_score_that_never_saw_their_rating(scored, monkeypatch):
+    """The mf feature of gbdt+mf's fit rows: flip one fit row's own rating and its feature stays; rows after
+    it (whose histories hold it) move."""
+    import movierec.evaluation.baselines as b
+
+    ratings, movies, examples, _ = scored
+    calls = []
+    real = b.mf.scores
+    monkeypatch.setattr(b.mf, "scores", lambda *a: calls.append(real(*a)) or calls[-1])
+    pre = ratings[ratings.timestamp < CUTOFF]
+    fit, _ = b._fit_rows(pre, b.window_start(pre.timestamp.to_numpy()), MIN_HISTORY, 2000, 0)
+    row = fit.index[0]
+    score_baselines(ratings, movies, examples, CUTOFF, 4.0, MIN_HISTORY, max_fit_rows=2000)
+    flipped = ratings.copy()
+    flipped.loc[row, "rating"] = np.float32(5.5 - ratings.rating[row])
+    score_baselines(flipped, movies, examples, CUTOFF, 4.0, MIN_HISTORY, max_fit_rows=2000)
+    before, after = calls[0], calls[2]  # each run: the fit rows' scores first, then the eval examples'
+    assert len(before) == len(fit) and before[0] == after[0]
+    later = ((fit.userId == ratings.userId[row]) & (fit.timestamp > ratings.timestamp[row])).to_numpy()
+    assert later.any() and np.abs(before[later] - after[later]).max() > 1e-6
 
 
 def test_cold_users_are_scored_from_their_history(scored):
@@ -226,9 +248,15 @@ def test_missing_library_is_one_line(data_dir, tmp_path, monkeypatch, capsys):
 
 def test_runs_on_prepare_output(prepared_data):
     """The folder `movierec prepare` writes is a valid input (same manifest and file formats)."""
-    result, predictions = run(prepared_data)
+    result, predictions, validation = run(prepared_data)
     manifest = json.loads((prepared_data / "manifest.json").read_text())
     assert len(predictions) == result["n_eval"] and set(NAMES) <= set(predictions.columns)
+    # the stacked baseline, and mf on the validation examples (for evaluate's blend weight): sane AUCs
+    assert result["baselines"]["gbdt+mf"]["overall"]["auc"] > 0.65 and result["fit"]["gbdt+mf"]["fit_rows"] > 500
+    valid = pd.read_json(prepared_data / DatasetDir.VALID, lines=True)
+    assert validation[["user_id", "movie_id", "label"]].equals(valid[["user_id", "movie_id", "label"]])
+    assert auc(validation.label, validation.mf) > 0.6 and result["fit"]["validation_rows"] == len(valid)
+    assert result["fit"]["fit_split_timestamp"] == manifest["valid_from_timestamp"]
     lists = manifest["ranking"]["users"]
     for name, blocks in result["baselines"].items():  # every baseline ranks the prepared candidate lists
         assert blocks["ranking"]["users"] == lists and 0 <= blocks["ranking"]["hr@10"] <= 1, name
@@ -275,6 +303,7 @@ def test_prepare_again_removes_the_baselines_of_the_old_data(tmp_path):
             "--override", "n_train=100", "--override", "n_eval=40"]
     assert main(args) == 0
     assert main(["baselines", "--data", str(data), "--bootstrap", "0"]) == 0
-    assert (data / "baselines.json").is_file() and (data / "baselines_predictions.jsonl").is_file()
+    written = ("baselines.json", "baselines_predictions.jsonl", "baselines_validation.jsonl")
+    assert all((data / name).is_file() for name in written)
     assert main(args[:-1] + ["n_eval=30"]) == 0  # other eval examples: the fitted baselines no longer apply
-    assert not (data / "baselines.json").exists() and not (data / "baselines_predictions.jsonl").exists()
+    assert not any((data / name).exists() for name in written)
