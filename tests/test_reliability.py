@@ -4,6 +4,7 @@ of the folder owners; the few that need a trained run copy the session's demo_ru
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,9 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import ROOT
 from test_rundir import _record, make_ckpt
 
+from movierec.cli import main
 from movierec.errors import UserError
+from movierec.folders.datadir import DatasetDir
 from movierec.folders.rundir import RunDir
 
 
