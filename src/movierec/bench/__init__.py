@@ -105,7 +105,7 @@ def _setup(config: str | Path, overrides: list[str] | None, device: str):
     device = resolve_device(device)
     names = {key: cfg.pop(key) for key in ("dataset", "eval_dataset") if key in cfg}  # data need not be prepared
     checked = validate(cfg, model_required=False)  # a random model of the architecture: no weights needed
-    data = DatasetDir(checked.get("dataset_dir"))
+    data = DatasetDir(checked.get("dataset_dir") or "data")
     counts = data_counts({**checked.llamafactory, **names}, data)
     problems = check_device_levers(checked.llamafactory, device)
     if problems:

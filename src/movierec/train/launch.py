@@ -91,7 +91,7 @@ def open_session(args, dist: Distributed) -> tuple[TrainingSession, dict[str, An
     config = validate(raw, data_required=not args.dry_run)
     if "output_dir" not in config.llamafactory:
         raise UserError("output_dir: missing (where checkpoints and logs go)")
-    run, data = RunDir(config.get("output_dir")), DatasetDir(config.get("dataset_dir"))
+    run, data = RunDir(config.get("output_dir")), DatasetDir(config.get("dataset_dir") or "data")
     _check_run_folder(run)
     run_name = check_run_name(args.run_name or run.path.name)
     config, notes = apply_device(config, device)
