@@ -28,8 +28,9 @@ from movierec.folders.io import (
     atomic_write_text,
     read_json,
     read_jsonl,
+    safetensors_problems,
 )
-from movierec.folders.ownership import foreign_entries, hold, pid_alive  # noqa: F401 - pid_alive: export's
+from movierec.folders.ownership import foreign_entries, hold
 
 if TYPE_CHECKING:
     from movierec.train.config import MovierecArguments
@@ -364,7 +365,7 @@ def checkpoint_problems(ckpt: Path, resumable: bool = True) -> list[str]:
     problems = []
     adapter = ckpt / "adapter_model.safetensors"
     if adapter.is_file():
-        problems += _safetensors_problems(adapter)
+        problems += safetensors_problems(adapter)
     elif not (ckpt / "adapter_model.bin").is_file():
         problems.append("missing adapter_model.safetensors")
     for name in ("adapter_config.json", *(("trainer_state.json",) if resumable else ())):
@@ -391,22 +392,3 @@ def checkpoint_problems(ckpt: Path, resumable: bool = True) -> list[str]:
         if not rng:
             problems.append("missing rng_state.pth")
     return problems
-
-
-def _safetensors_problems(path: Path) -> list[str]:
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if size < 8 or n > size - 8:
-                return [f"{path.name} is truncated"]
-            header = json.loads(f.read(n))
-        # each tensor: {"dtype", "shape", "data_offsets": [begin, end]}; anything else is not a safetensors header
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except FileNotFoundError:
-        return [f"{path.name} is gone (deleted while checked: training rotating checkpoints?)"]
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return [f"{path.name} has no readable header"]
-    if 8 + n + end != size:
-        return [f"{path.name} is truncated ({size:,} of {8 + n + end:,} bytes)"]
-    return []

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from movierec.folders.rundir import pid_alive
+from movierec.folders.ownership import pid_alive
 
 
 @contextmanager
