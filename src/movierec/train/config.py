@@ -175,6 +175,8 @@ def _check_datasets(args: dict[str, Any]) -> list[str]:
     data = DatasetDir(args.get("dataset_dir") or "data")
     if data.path.exists() and not data.path.is_dir():
         return [f"dataset_dir: {data.path} is a file, not a folder"]
+    if not data.file(data.DATASET_INFO).exists():
+        return [f"dataset_dir: {data.file(data.DATASET_INFO)} not found{NOT_PREPARED}"]
     try:
         info = data.dataset_info()
     except UserError as e:
