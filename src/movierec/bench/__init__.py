@@ -165,7 +165,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         session.write(record, work)
         peaks: dict[str, float] = {}
         extra = [_train_peak_callback(device, peaks), window_callback(work / "out", steps, device),
-                 *_auc_callback(session.lf_args, mr, counts, make)]
+                 *_auc_callback(lf, session.lf_args, mr, counts, make)]
         gc.collect()  # a previous bench in this process must not count in this one's peak
         _reset_peak_memory(device)
         with _stdout_to_stderr():
@@ -196,12 +196,12 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
     }
 
 
-def _auc_callback(lf_args: dict[str, Any], mr, counts: dict[str, Any], make) -> list:
-    """movierec's AUC callback on generated prompts, as many as an evaluation of the config scores (at most
-    _n_bench_eval); none when the config does not evaluate."""
+def _auc_callback(lf: dict[str, Any], lf_args: dict[str, Any], mr, counts: dict[str, Any], make) -> list:
+    """movierec's AUC callback on generated prompts, as many as an evaluation of the config `lf` scores (at
+    most _n_bench_eval); none when the config does not evaluate. `lf_args`: the bench run's arguments."""
     from movierec.train.callbacks import ScoreCallback
 
-    if str(arg(lf_args, "eval_strategy")) == "no" or not mr.auc_examples(counts["eval"] or 1):
+    if str(arg(lf, "eval_strategy")) == "no" or not mr.auc_examples(counts["eval"] or 1):
         return []
     n_auc = min(mr.auc_examples(counts["eval"] or 4450), _n_bench_eval(mr.eval_auc_batch_size))
     prompts = make(n_auc, 2)["input_ids"]
