@@ -226,6 +226,7 @@ def yaml_paths(run):
     (["--checkpoint", "best,"], "--checkpoint 'best,': an empty name"),
     (["--checkpoint", "checkpoint-999"], "--checkpoint checkpoint-999: not found"),
     (["--bootstrap", "-1"], "--bootstrap must be >= 0"),
+    (["--baselines", "no/such/baselines.json"], "--baselines no/such/baselines.json: not found"),
 ])
 def test_evaluate_bad_arguments(demo_run, capsys, args, message):
     assert main(["evaluate", "--run", str(demo_run), "--device", "cpu", *args]) == 2

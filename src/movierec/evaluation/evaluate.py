@@ -103,6 +103,8 @@ def main(args) -> int:
     if args.bootstrap < 0:
         raise UserError("--bootstrap must be >= 0 (0: no intervals)")
     ks = args.ks
+    if args.baselines and not Path(args.baselines).is_file():
+        raise UserError(f"--baselines {args.baselines}: not found (a baselines.json `movierec baselines` wrote)")
     run = RunDir(args.run).require()
     lf_args, mr_args = {**run.lf_args(), "model_name_or_path": run.model_path()}, run.mr_args()
     chosen = select(run, args.checkpoint)

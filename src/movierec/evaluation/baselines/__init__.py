@@ -149,7 +149,6 @@ def score_baselines(ratings: pd.DataFrame, movies: pd.DataFrame, examples: pd.Da
     if len(np.unique(y_fit)) < 2:
         raise UserError(f"the {len(fit):,} ratings in [{split}, cutoff) with at least {min_history} earlier ratings "
                         "have a single like label (or none): cannot fit baselines")
-
     n_movies = int(max(ratings.movieId.max(), examples.movie_id.max(), movies.movieId.max())) + 1
     genres = genre_matrix(movies, n_movies)
     ev_movies = examples.movie_id.to_numpy(np.int64)
@@ -164,7 +163,6 @@ def score_baselines(ratings: pd.DataFrame, movies: pd.DataFrame, examples: pd.Da
     mf_fit = mf.scores(early, h_fit.take(np.arange(n_mf)), fit.movieId.to_numpy()[:n_mf], threshold)
     mf_eval = mf.scores(mf.fit(pre, threshold, n_movies, seed), h_eval, ev_movies, threshold)
     raw_fit, raw_eval = _raw(x_fit, mf_fit[:MF_FIT_ROWS]), _raw(x_eval, mf_eval)
-
     probs, maps = {"constant": np.full(len(examples), float((pre.rating.to_numpy() >= threshold).mean()))}, {}
     for name, score in raw_fit.items():
         maps[name] = LogisticRegression().fit(score[:, None], y_fit[:len(score)])
