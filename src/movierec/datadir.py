@@ -128,8 +128,19 @@ class DatasetDir:
         if not self.file(self.MANIFEST).is_file():
             raise UserError(f"{self.path}: has no {self.MANIFEST} (not written by `movierec prepare`, or it was "
                             "interrupted); run `movierec prepare`")
-        self.manifest()
+        self._manifest_part("files")
         return self
+
+    def data_config(self) -> dict[str, Any]:
+        """The data config prepare ran with (like_threshold, history_len, instruction...), from the manifest."""
+        return self._manifest_part("config")
+
+    def _manifest_part(self, key: str) -> dict[str, Any]:
+        part = self.manifest().get(key)
+        if not isinstance(part, dict):
+            raise UserError(f"{self.file(self.MANIFEST)}: records no {key} (written by an older movierec, or edited?); "
+                            "rerun `movierec prepare`")
+        return part
 
     def check_writable(self) -> None:
         """UserError unless the folder exists or can be made: not a file, nor below one, and writable."""

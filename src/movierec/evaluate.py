@@ -86,7 +86,9 @@ def main(args) -> int:
     if changed:
         print(f"warning: {changed}", file=sys.stderr)
     data.check_splits(lf_args.get("dataset"), lf_args.get("eval_dataset"))
-    records = subsample(eval_records(lf_args, data), args.max_examples, seed=int(lf_args.get("seed", 42)))
+    every = eval_records(lf_args, data)
+    records = subsample(every, args.max_examples, seed=int(lf_args.get("seed", 42)))
+    kept = _results_on_more(run, len(records)) if len(records) < len(every) else None
     ranking = [] if args.no_ranking else ranking_lists(data, ks)
     device = resolve_device(args.device)
     batch_size = args.batch_size or int(mr_args.get("eval_auc_batch_size", 32))
@@ -96,7 +98,8 @@ def main(args) -> int:
 
     results: dict[str, dict[str, Any]] = {}
     for name, adapter in chosen:
-        probs, ranked, seconds, ranking_seconds = score(lf_args, adapter, records, ranking, device, batch_size)
+        with RunDir.reading(adapter):
+            probs, ranked, seconds, ranking_seconds = score(lf_args, adapter, records, ranking, device, batch_size)
         start = time.perf_counter()
         block = {"metrics": compute_metrics(labels, probs, users, warm, n_boot=args.bootstrap),
                  "seconds": round(seconds, 3), "examples_per_second": round(len(records) / seconds, 2),
@@ -118,6 +121,10 @@ def main(args) -> int:
         o = oracle["metrics"]["overall"]
         print(f"oracle (true probabilities, the ceiling): AUC {_fmt(o['auc'])}  UAUC {_fmt(o['uauc'])}  "
               f"log loss {_fmt(o['log_loss'])}")
+    if kept:  # a quick look on a subsample never replaces results on more examples
+        print(f"not saved: {run.file(RunDir.METRICS)} holds results on {kept:,} examples; rerun without "
+              "--max-examples to replace them")
+        return 0
     _write(run, records, ranking, results, oracle, device, batch_size, ks, args.bootstrap, data)
     return 0
 
@@ -170,6 +177,15 @@ def _previous(run: RunDir, n: int, data_sha: str) -> dict[str, Any]:
     if not isinstance(previous, dict) or previous.get("n") != n:
         return {}
     return previous if previous.get("data_manifest_sha256") in (None, data_sha) else {}
+
+
+def _results_on_more(run: RunDir, n: int) -> int | None:
+    """The number of examples an earlier metrics.json scored, when more than `n`."""
+    try:
+        earlier = json.loads(run.file(RunDir.METRICS).read_text(encoding="utf-8")).get("n")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return earlier if isinstance(earlier, int) and earlier > n else None
 
 
 def _oracle(data: DatasetDir, n_scored: int) -> dict[str, Any] | None:

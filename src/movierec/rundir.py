@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -206,14 +207,31 @@ class RunDir:
             return {}
         return state if isinstance(state, dict) else {}
 
-    def best_checkpoint(self) -> Path | None:
-        """The best checkpoint the trainer recorded (metric_for_best_model), if it still exists."""
+    @staticmethod
+    @contextmanager
+    def reading(ckpt: Path | None) -> Iterator[None]:
+        """Reading a checkpoint that a training run may delete meanwhile (save_total_limit rotates them): a
+        failure once it is gone is one line saying so."""
+        try:
+            yield
+        except Exception:
+            if ckpt is None or (ckpt.is_dir() and not checkpoint_problems(ckpt, resumable=False)):
+                raise
+            raise UserError(f"{ckpt.name} was deleted while it was read (a training run rotating its checkpoints?); "
+                            "rerun once training ends, or name a checkpoint it keeps") from None
+
+    def recorded_best(self) -> Path | None:
+        """The checkpoint the trainer recorded as best (metric_for_best_model), whether or not it still opens."""
         for ckpt in self.checkpoints()[::-1]:
             best = self.trainer_state(ckpt).get("best_model_checkpoint")
             if best:
-                path = self.path / Path(best).name
-                return path if path.is_dir() else None
+                return self.path / Path(best).name
         return None
+
+    def best_checkpoint(self) -> Path | None:
+        """The best checkpoint the trainer recorded (metric_for_best_model), if it still exists."""
+        best = self.recorded_best()
+        return best if best is not None and best.is_dir() else None
 
     def select(self, which: str, others: tuple[str, ...] = ()) -> list[Path]:
         """latest | best | all | checkpoint-N -> checkpoint folders whose adapter opens (`others`: more names
@@ -225,13 +243,22 @@ class RunDir:
         if not ckpts:
             raise UserError(f"no complete checkpoint in {self.path}")
         if which == "latest":
+            newest = self.checkpoints()[-1]
+            if newest != ckpts[-1]:
+                problems = "; ".join(checkpoint_problems(newest, resumable=False)) or "deleted meanwhile"
+                print(f"warning: {newest.name} is incomplete ({problems}); using {ckpts[-1].name}, the latest "
+                      "complete checkpoint", file=sys.stderr)
             return [ckpts[-1]]
         if which == "all":
             return ckpts
         if which == "best":
-            best = self.best_checkpoint()
-            if best is None or best not in ckpts:
+            best = self.recorded_best()
+            if best is None:
                 raise UserError(f"{self.path}: no best checkpoint recorded (set metric_for_best_model); use latest")
+            if best not in ckpts:
+                problems = checkpoint_problems(best, resumable=False) if best.is_dir() else ["deleted"]
+                raise UserError(f"the best checkpoint, {best.name}, cannot be used ({'; '.join(problems)}); "
+                                "name another: latest or checkpoint-N")
             return [best]
         named = self.path / Path(which).name
         if named not in ckpts:

@@ -118,6 +118,8 @@ def main(args) -> int:
     from movierec.plan import data_counts, train_plan
     from movierec.runinfo import run_metadata
 
+    if args.rate is not None and not args.rate > 0:
+        raise UserError(f"--rate: training examples per second must be > 0, got {args.rate:g}")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other: pick one")
     if args.nproc_per_node < 1 or args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
@@ -179,6 +181,13 @@ def main(args) -> int:
         _write(launch_dir, record, lf_args)
         return _finish(run, launch(run, args, device, launch_dir, args.verbose), started=None)
 
+    return _train(run, args, record, lf_args, device, notes, resume, done)
+
+
+def _train(run: RunDir, args, record: dict[str, Any], lf_args: dict[str, Any], device: str, notes: list[str],
+           resume: Path | None, done: int | None) -> int:
+    """Hold the run folder, write the record, launch; a run that fails (or is interrupted) before its first
+    step leaves the folder as it found it."""
     existed = run.path.exists()
     with run.lock(shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])):
         entries = sorted(p.name for p in run.path.iterdir() if p.name != RunDir.LOCK)
@@ -195,12 +204,18 @@ def main(args) -> int:
                 logs[RunDir.LF_ARGS] = run.file(RunDir.LF_ARGS).read_text(encoding="utf-8")
         _write(run.path, record, lf_args)
         _header(run, record, device, notes, resume)
-        rc = launch(run, args, device, run.path, args.verbose)
+        interrupted = False
+        try:
+            rc = launch(run, args, device, run.path, args.verbose)
+        except KeyboardInterrupt:  # Ctrl-C, e.g. while the model loads: same clean-up, so the command can rerun
+            rc, interrupted = 130, True
         started = _started(run, done)
         if rc != 0 and not started:
-            _undo(run, resume, before, logs)
+            _undo(run, resume, before, logs, show_log=not interrupted)
     if rc != 0 and not started and resume is None and not existed:
         run.path.rmdir()  # empty again: the lock went with the `with` block
+    if interrupted:
+        raise KeyboardInterrupt
     return _finish(run, rc, started)
 
 
@@ -213,7 +228,7 @@ def _started(run: RunDir, done: int | None) -> bool:
     return any(int(line.get("step", 0)) > (done or 0) for line in run.read_jsonl(RunDir.STEP_TIMES))
 
 
-def _undo(run: RunDir, resume: Path | None, before: Path | None, logs: dict[str, str]) -> None:
+def _undo(run: RunDir, resume: Path | None, before: Path | None, logs: dict[str, str], show_log: bool = True) -> None:
     """A run that failed before its first step: remove what it wrote (a resume: restore the record and the
     logs it cut back), so the same command can be rerun."""
     import shutil
@@ -226,7 +241,8 @@ def _undo(run: RunDir, resume: Path | None, before: Path | None, logs: dict[str,
         for name, text in logs.items():
             run.write_text(name, text)
         return
-    _print_log_tail(run)
+    if show_log:
+        _print_log_tail(run)
     for entry in run.path.iterdir():
         if entry.name != RunDir.LOCK:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -257,8 +273,12 @@ def _finish(run: RunDir, rc: int, started: bool | None) -> int:
         if started is False:
             raise UserError(f"training failed before its first step (exit code {rc}); nothing was kept: fix the "
                             "cause above and rerun the same command")
+        from movierec.rundir import checkpoint_problems
+
+        resumable = any(not checkpoint_problems(c) for c in run.checkpoints())
         raise UserError(f"training failed (exit code {rc}); see {where}" + ("" if started is None else
-                        "; continue with --resume"))
+                        "; continue with --resume" if resumable else
+                        "; no complete checkpoint was saved to resume from: rerun with --overwrite"))
     if started is None:
         return 0
     from movierec.summary import summarize
