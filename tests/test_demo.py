@@ -1,6 +1,7 @@
 """`movierec demo` end to end, twice in a row (the second replaces the first run), at tiny sizes."""
 
 from conftest import ROOT, unowned_files
+
 from movierec.cli import main
 
 # A quick demo, as a user can ask for one: few examples, 2 training steps, short ranking lists

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+from test_rundir import _record, make_ckpt
+
 from movierec.cli import main
 from movierec.datadir import DatasetDir
 from movierec.errors import UserError
 from movierec.rundir import RunDir
-from test_rundir import _record, make_ckpt
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -65,7 +65,8 @@ def _take_stale_lock(folder: str, barrier, wins) -> None:
 
 
 def test_taking_over_a_stale_lock_has_one_winner(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     context = multiprocessing.get_context("fork")
     for trial in range(4):
         folder = tmp_path / f"run{trial}"
@@ -300,8 +301,8 @@ def test_ctrl_c_while_the_model_loads_leaves_nothing(tiny_model, prepared_data, 
     assert "no complete checkpoint was saved" in err and "--overwrite" in err and "--resume" not in err
 
 
-@pytest.mark.parametrize("extra, said", [(("--dry-run", "--rate", "-5"), "--rate: training examples per second must "
-                                          "be > 0, got -5"),
+@pytest.mark.parametrize("extra, said", [(("--dry-run", "--rate", "-5"), ("--rate: training examples per second "
+                                                                          "must be > 0, got -5")),
                                          (("--override", "output_dir=/proc/movierec-run"), "/proc/movierec-run: cannot")])
 def test_bad_outputs_and_rates_are_one_line(tiny_model, prepared_data, tmp_path, capsys, extra, said):
     assert main([*_train_argv(tiny_model, prepared_data, tmp_path / "run"), *extra]) == 2
@@ -314,8 +315,8 @@ def test_synth_sizes_and_outputs(tmp_path, capsys):
     for argv, said in ((["--users", "0"], "must be >= 1, got users=0"),
                        (["--ratings", "0", "--users", "5"], "must be >= 1, got ratings=0"),
                        (["--users", "10", "--movies", "3"], "3 movies (ratings from scale 0.01): at least 20 needed"),
-                       (["--scale", "0.00001"], "250 ratings by 2 users of 197 movies (users, movies, ratings from "
-                                                "scale 1e-05)"),
+                       (["--scale", "0.00001"], ("250 ratings by 2 users of 197 movies (users, movies, ratings "
+                                                 "from scale 1e-05)")),
                        (["--out", str(tmp_path / "file" / "x")], "is a file; synth writes a folder")):
         out = ["--out", str(tmp_path / "s")] if "--out" not in argv else []
         assert main(["synth", *out, *argv]) == 2, argv
@@ -390,3 +391,10 @@ def test_baselines_never_overwrite_unrelated_files(prepared_data, tmp_path, caps
         assert main(["baselines", "--data", str(prepared_data), "--out", str(out)]) == 2
         assert "was not written by `movierec baselines`" in capsys.readouterr().err
     assert _tree(tmp_path) == before
+
+
+def test_an_unwritable_output_is_one_line(prepared_data, capsys):
+    """Written after the work (here: fitting the baselines), and refused by the file system: no traceback."""
+    assert main(["baselines", "--data", str(prepared_data), "--out", "/proc/movierec/b.json", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: /proc/movierec") and err.count("\n") == 1

@@ -169,14 +169,16 @@ class DatasetDir:
                         "its own); nothing was changed: prepare into another folder (--out)")
 
     def _prepared_manifest(self) -> bool:
-        """Whether manifest.json is one prepare wrote: every output file listed with its size and sha256."""
+        """Whether manifest.json is one prepare wrote: its outputs listed with their sizes and sha256 (an older
+        movierec's: with its input fingerprint)."""
         try:
-            files = self.manifest().get("files")
+            manifest = self.manifest()
         except UserError:
             return False
-        return isinstance(files, dict) and bool(files) and all(
+        files = manifest.get("files")
+        return isinstance(files, dict) and bool(files) and ("fingerprint" in manifest or all(
             isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get(HASH), str)
-            for v in files.values())
+            for v in files.values()))
 
     def manifest(self) -> dict[str, Any]:
         return self._read_json(self.MANIFEST)

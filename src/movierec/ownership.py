@@ -15,15 +15,15 @@ import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from movierec.errors import UserError
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(patterns: tuple[str, ...]) -> re.Pattern:
     parts = []
     for pattern in patterns:
@@ -73,7 +73,7 @@ def hold(folder: Path, name: str, command: str, warn=print) -> Iterator[None]:
         raise UserError(f"{folder}: cannot create the folder ({e.strerror or e})") from None
     path = folder / name
     me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-          "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+          "since": datetime.now(UTC).isoformat(timespec="seconds")}
     guard = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(guard, fcntl.LOCK_EX)
