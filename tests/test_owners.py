@@ -8,7 +8,8 @@ from movierec.folders.datadir import DatasetDir
 from movierec.folders.rundir import RunDir
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "movierec"
-OWNERS = {SRC / "folders" / "rundir.py", SRC / "folders" / "datadir.py", SRC / "folders" / "ownership.py"}
+# rundir.py with its helpers for checkpoints (checkpoint.py) and ownership patterns (ownership.py); datadir.py
+OWNERS = {SRC / "folders" / name for name in ("rundir.py", "checkpoint.py", "ownership.py", "datadir.py")}
 
 
 def _names(cls: type) -> set[str]:

@@ -65,7 +65,8 @@ def _take_stale_lock(folder: str, barrier, wins) -> None:
 
 
 def test_taking_over_a_stale_lock_has_one_winner(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     context = multiprocessing.get_context("fork")
     for trial in range(4):
         folder = tmp_path / f"run{trial}"
@@ -230,7 +231,7 @@ def test_movie_files_with_a_bom_in_utf16_or_empty(tmp_path):
             layouts._dat_movies(tmp_path, name) if name == "movies.dat" else layouts._u_item(tmp_path, name)
         assert "\x00" not in str(e.value)
         (tmp_path / name).write_text("\n")
-        with pytest.raises(UserError, match=f"{name}: empty file"):
+        with pytest.raises(UserError, match=f"{name}: no movies"):
             layouts._dat_movies(tmp_path, name) if name == "movies.dat" else layouts._u_item(tmp_path, name)
     csv = tmp_path / "csv"
     csv.mkdir()
@@ -267,3 +268,133 @@ def test_a_download_cut_short_is_not_kept_without_an_md5(tmp_path):
     finally:
         httpd.shutdown()
     assert not (tmp_path / "raw").exists()
+
+
+# ------------------------------------------------------------------ train's command line and its failures
+
+
+def _train_argv(tiny_model: Path, prepared_data: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--config", str(ROOT / "configs/demo_tiny.yaml"), "--device", "cpu",
+            "--override", f"model_name_or_path={tiny_model}", "--override", f"dataset_dir={prepared_data}",
+            "--override", f"output_dir={out}", "--override", "max_steps=2", *extra]
+
+
+def test_ctrl_c_while_the_model_loads_leaves_nothing(tiny_model, prepared_data, tmp_path, monkeypatch, capsys):
+    import movierec.train.launch
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(movierec.train.launch, "launch", interrupted)
+    assert main(_train_argv(tiny_model, prepared_data, out)) == 130
+    assert not out.exists()  # so the same command runs again, without --overwrite
+
+    def saved_nothing(run, *args, **kwargs):  # a step was taken, then a save failed (a file-size limit, say)
+        run.write_text(RunDir.STEP_TIMES, json.dumps({"step": 1, "seconds": 0.1}) + "\n")
+        return 1
+
+    monkeypatch.setattr(movierec.train.launch, "launch", saved_nothing)
+    capsys.readouterr()
+    assert main(_train_argv(tiny_model, prepared_data, out)) == 2
+    err = capsys.readouterr().err
+    assert "no complete checkpoint was saved" in err and "--overwrite" in err and "--resume" not in err
+
+
+@pytest.mark.parametrize("extra, said", [(("--dry-run", "--rate", "-5"), ("--rate: training examples per second "
+                                                                          "must be > 0, got -5")),
+                                         (("--override", "output_dir=/proc/movierec-run"), "/proc/movierec-run: cannot")])
+def test_bad_outputs_and_rates_are_one_line(tiny_model, prepared_data, tmp_path, capsys, extra, said):
+    assert main([*_train_argv(tiny_model, prepared_data, tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert said in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_synth_sizes_and_outputs(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for argv, said in ((["--users", "0"], "must be >= 1, got users=0"),
+                       (["--ratings", "0", "--users", "5"], "must be >= 1, got ratings=0"),
+                       (["--users", "10", "--movies", "3"], "3 movies (ratings from scale 0.01): at least 20 needed"),
+                       (["--scale", "0.00001"], ("250 ratings by 2 users of 197 movies (users, movies, ratings "
+                                                 "from scale 1e-05)")),
+                       (["--out", str(tmp_path / "file" / "x")], "is a file; synth writes a folder")):
+        out = ["--out", str(tmp_path / "s")] if "--out" not in argv else []
+        assert main(["synth", *out, *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+
+
+def test_bench_outputs_checked_before_the_work(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for argv, said in ((["--json-out", str(tmp_path)], "--json-out"), (["--model-cache", str(tmp_path / "file")],
+                                                                       "--model-cache")):
+        assert main(["bench", "--config", str(ROOT / "configs/demo_tiny.yaml"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ evaluate, export, recommend, baselines
+
+
+def test_a_broken_latest_or_best_checkpoint_is_named(tmp_path, capsys):
+    run = RunDir(tmp_path)
+    make_ckpt(tmp_path, 3)
+    make_ckpt(tmp_path, 6, broken="adapter_model.safetensors")
+    (tmp_path / "checkpoint-6" / "trainer_state.json").write_text(
+        json.dumps({"global_step": 6, "best_model_checkpoint": str(tmp_path / "checkpoint-6")}))
+    assert run.select("latest") == [tmp_path / "checkpoint-3"]
+    assert "checkpoint-6 is incomplete (adapter_model.safetensors is truncated" in capsys.readouterr().err
+    with pytest.raises(UserError, match="the best checkpoint, checkpoint-6, cannot be used .*truncated"):
+        run.select("best")
+
+
+def test_a_checkpoint_deleted_while_read_is_one_line(demo_run, tmp_path, monkeypatch, capsys):
+    import movierec.evaluation.evaluate
+
+    run, _ = _copy_run(demo_run, tmp_path)
+
+    def rotated(lf_args, adapter, *args):  # training's save_total_limit deletes it as it loads
+        shutil.rmtree(adapter)
+        raise FileNotFoundError(2, "No such file or directory", str(adapter / "adapter_config.json"))
+
+    monkeypatch.setattr(movierec.evaluation.evaluate, "score", rotated)
+    assert main(["evaluate", "--run", str(run), "--checkpoint", "checkpoint-4", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint-4 was deleted while it was read" in err and err.count("\n") == 1
+
+
+def test_a_subsample_never_replaces_results_on_more_examples(demo_run, tmp_path, capsys):
+    run, _ = _copy_run(demo_run, tmp_path)
+    (run / RunDir.METRICS).write_text(json.dumps({"n": 80, "checkpoint": "checkpoint-8", "metrics": {}}))
+    before = _tree(run)
+    assert main(["evaluate", "--run", str(run), "--device", "cpu", "--max-examples", "8", "--no-ranking",
+                 "--bootstrap", "0"]) == 0
+    assert "not saved" in capsys.readouterr().out and _tree(run) == before
+
+
+def test_a_manifest_without_files_or_config_is_one_line(demo_run, tmp_path, capsys):
+    run, data = _copy_run(demo_run, tmp_path)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for key in ("config", "files"):
+        (data / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != key}))
+        assert main(["recommend", "--run", str(run), "--user", "1", "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert f"manifest.json: records no {key}" in err and err.count("\n") == 1
+
+
+def test_baselines_never_overwrite_unrelated_files(prepared_data, tmp_path, capsys):
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / DatasetDir.BASELINE_PREDICTIONS).write_text("my,own,csv\n")
+    before = _tree(tmp_path)
+    for out in (tmp_path / "notes.json", tmp_path / "other" / "b.json"):
+        assert main(["baselines", "--data", str(prepared_data), "--out", str(out)]) == 2
+        assert "was not written by `movierec baselines`" in capsys.readouterr().err
+    assert _tree(tmp_path) == before
+
+
+def test_an_unwritable_output_is_one_line(prepared_data, capsys):
+    """Written after the work (here: fitting the baselines), and refused by the file system: no traceback."""
+    assert main(["baselines", "--data", str(prepared_data), "--out", "/proc/movierec/b.json", "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: /proc/movierec") and not any("Traceback" in line for line in err)

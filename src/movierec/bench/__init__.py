@@ -336,6 +336,10 @@ def run_scoring_bench(config: str | Path, overrides: list[str] | None = None, ex
 
 
 def main(args) -> int:
+    for option, path, want_dir in (("--json-out", args.json_out, False), ("--model-cache", args.model_cache, True)):
+        if path and Path(path).exists() and Path(path).is_dir() != want_dir:  # checked before the minutes of work
+            raise UserError(f"{option} {path}: is a {'file' if want_dir else 'folder'}; expected a "
+                            f"{'folder' if want_dir else 'file name'}")
     if args.scoring:
         result = run_scoring_bench(args.config, args.override, args.examples, args.device, args.model_cache)
     else:

@@ -236,8 +236,6 @@ def _read_lines(source: Path, name: str) -> tuple[pd.Series, bool]:
     where = _where(source, name)
     with _reading(source, name) as (f, _):
         data = f.read()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data[:4096]:
-        raise UserError(f"{where}: holds NUL bytes (saved as UTF-16?); the file must be UTF-8 or latin-1")
     try:
         text, latin1 = data.decode("utf-8-sig"), False  # a byte-order mark, as some editors save, is dropped
     except UnicodeDecodeError:
@@ -250,7 +248,7 @@ def _read_lines(source: Path, name: str) -> tuple[pd.Series, bool]:
                         f"latin-1 text (saved as UTF-16?)")
     lines = lines[lines.str.strip() != ""]
     if lines.empty:
-        raise UserError(f"{where}: empty file (expected one movie per line)")
+        raise UserError(f"{where}: no movies (an empty file)")
     return lines, latin1
 
 

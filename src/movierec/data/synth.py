@@ -85,13 +85,21 @@ def sizes(scale: str | None, users: int | None = None, movies: int | None = None
             raise UserError(f"--scale: expected 'full' or a fraction in (0, 1], got {scale!r}") from None
         if not 0 < f <= 1:
             raise UserError(f"--scale: expected 'full' or a fraction in (0, 1], got {scale!r}")
+    given = {"users": users, "movies": movies, "ratings": ratings}
+    if bad := [f"{k}={v}" for k, v in given.items() if v is not None and v < 1]:
+        raise UserError(f"users, movies and ratings must be >= 1, got {', '.join(bad)}")
     u, m, r = ML25M_SIZES
-    u, m, r = users or max(1, round(u * f)), movies or max(1, round(m * f**0.5)), ratings or round(r * f)
+    u = users if users is not None else max(1, round(u * f))
+    m = movies if movies is not None else max(1, round(m * f**0.5))
+    r = ratings if ratings is not None else round(r * f)
+    derived = [k for k, v in given.items() if v is None]
+    origin = f" ({', '.join(derived)} from scale {f:g})" if derived else ""
     if m < MIN_PER_USER:
-        raise UserError(f"movies: at least {MIN_PER_USER} needed (every user rates {MIN_PER_USER}), got {m}")
+        raise UserError(f"{m:,} movies{origin}: at least {MIN_PER_USER} needed (every user rates {MIN_PER_USER})")
     if not MIN_PER_USER * u <= r <= u * _cap(m):
-        raise UserError(f"ratings: with {u} users and {m} movies it must lie in {MIN_PER_USER * u}..{u * _cap(m)}"
-                        f" (each user rates {MIN_PER_USER}..{_cap(m)}), got {r}")
+        raise UserError(f"{r:,} ratings by {u:,} users of {m:,} movies{origin}: each user rates {MIN_PER_USER} to "
+                        f"{_cap(m)} movies (half the catalogue), so ratings must lie in "
+                        f"{MIN_PER_USER * u:,}..{u * _cap(m):,}")
     return u, m, r
 
 
@@ -276,6 +284,9 @@ def write(out: Path, n_users: int, n_movies: int, n_ratings: int, seed: int, for
 
 def main(args: argparse.Namespace) -> int:
     n_users, n_movies, n_ratings = sizes(args.scale, args.users, args.movies, args.ratings)
+    blocker = next((p for p in (Path(args.out), *Path(args.out).parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"--out {args.out}: {blocker} is a file; synth writes a folder")
     start = time.perf_counter()
     write(Path(args.out), n_users, n_movies, n_ratings, args.seed, args.force)
     print(f"wrote {args.out}/{RATINGS_CSV} and {MOVIES_CSV}: {n_users:,} users, {n_movies:,} movies, "

@@ -116,7 +116,9 @@ def main(args) -> int:
         print(f"warning: {changed}", file=sys.stderr)
     data.check_splits(lf_args.get("dataset"), lf_args.get("eval_dataset"))
     seed = int(arg(lf_args, "seed"))
-    records = subsample(eval_records(lf_args, data), args.max_examples, seed=seed)
+    every = eval_records(lf_args, data)
+    records = subsample(every, args.max_examples, seed=seed)
+    kept = _results_on_more(run, len(records)) if len(records) < len(every) else None
     ranking = [] if args.no_ranking else ranking_lists(data, ks)
     main_name = _main_name(run, [name for name, _ in chosen])
     baselines, note = (None, None) if main_name is None else compare.load_baselines(
@@ -126,7 +128,8 @@ def main(args) -> int:
     batch_size = args.batch_size or mr_args.eval_auc_batch_size
     results: dict[str, dict[str, Any]] = {}
     for name, adapter in chosen:
-        scored = score(lf_args, adapter, records, ranking, device, batch_size, valid if name == main_name else ())
+        with RunDir.reading(adapter):
+            scored = score(lf_args, adapter, records, ranking, device, batch_size, valid if name == main_name else ())
         results[name] = _metrics(name, records, ranking, scored, ks, args.bootstrap)
     if baselines is not None:
         block = results[main_name]
@@ -139,6 +142,10 @@ def main(args) -> int:
         o = oracle["metrics"]["overall"]
         print(f"oracle (true probabilities, the ceiling): AUC {_fmt(o['auc'])}  UAUC {_fmt(o['uauc'])}  "
               f"log loss {_fmt(o['log_loss'])}")
+    if kept:  # a quick look on a subsample never replaces results on more examples
+        print(f"not saved: {run.file(RunDir.METRICS)} holds results on {kept:,} examples; rerun without "
+              "--max-examples to replace them")
+        return 0
     _write(run, records, ranking, results, main_name, oracle, device, batch_size, ks, args.bootstrap, data)
     return 0
 
@@ -239,6 +246,16 @@ def _previous(run: RunDir, n: int, data_sha: str) -> dict[str, Any]:
     if not isinstance(previous, dict) or previous.get("n") != n:
         return {}
     return previous if previous.get("data_manifest_sha256") in (None, data_sha) else {}
+
+
+def _results_on_more(run: RunDir, n: int) -> int | None:
+    """The number of examples an earlier metrics.json scored, when more than `n`."""
+    try:
+        earlier = run.read_json(RunDir.METRICS, default={})
+    except UserError:
+        return None
+    earlier = earlier.get("n") if isinstance(earlier, dict) else None
+    return earlier if isinstance(earlier, int) and earlier > n else None
 
 
 def _oracle(data: DatasetDir, n_scored: int) -> dict[str, Any] | None:

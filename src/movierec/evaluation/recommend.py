@@ -23,6 +23,7 @@ def load_catalog(data: DatasetDir):
     import pandas as pd
 
     data.verify([data.RATINGS, data.MOVIES])
+    data.data_config()  # build_records reads it
     return data.manifest(), pd.read_parquet(data.file(data.RATINGS)), pd.read_parquet(data.file(data.MOVIES))
 
 

@@ -139,8 +139,19 @@ class DatasetDir:
         if not self.file(self.MANIFEST).is_file():
             raise UserError(f"{self.path}: has no {self.MANIFEST} (not written by `movierec prepare`, or it was "
                             "interrupted); run `movierec prepare`")
-        self.manifest()
+        self._manifest_part("files")
         return self
+
+    def data_config(self) -> dict[str, Any]:
+        """The data config prepare ran with (like_threshold, history_len, instruction...), from the manifest."""
+        return self._manifest_part("config")
+
+    def _manifest_part(self, key: str) -> dict[str, Any]:
+        part = self.manifest().get(key)
+        if not isinstance(part, dict):
+            raise UserError(f"{self.file(self.MANIFEST)}: records no {key} (written by an older movierec, or edited?); "
+                            "rerun `movierec prepare`")
+        return part
 
     def check_writable(self) -> None:
         """UserError unless the folder exists or can be made: not a file, nor below one, and writable."""
@@ -169,14 +180,16 @@ class DatasetDir:
                         "its own); nothing was changed: prepare into another folder (--out)")
 
     def _prepared_manifest(self) -> bool:
-        """Whether manifest.json is one prepare wrote: every output file listed with its size and sha256."""
+        """Whether manifest.json is one prepare wrote: its outputs listed with their sizes and sha256 (an older
+        movierec's: with its input fingerprint)."""
         try:
-            files = self.manifest().get("files")
+            manifest = self.manifest()
         except UserError:
             return False
-        return isinstance(files, dict) and bool(files) and all(
+        files = manifest.get("files")
+        return isinstance(files, dict) and bool(files) and ("fingerprint" in manifest or all(
             isinstance(v, dict) and isinstance(v.get("size"), int) and isinstance(v.get(HASH), str)
-            for v in files.values())
+            for v in files.values()))
 
     def manifest(self) -> dict[str, Any]:
         return self._read_json(self.MANIFEST)

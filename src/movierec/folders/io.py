@@ -97,24 +97,3 @@ def _unreadable(e: OSError | UnicodeDecodeError) -> str:
     if isinstance(e, UnicodeDecodeError):
         return f"not UTF-8 ({e.reason} at byte {e.start})"
     return f"cannot be read ({e.strerror or e})"
-
-
-def safetensors_problems(path: Path) -> list[str]:
-    """Why a .safetensors file would not load (truncated, no readable header, gone), checked from its header
-    and size alone; [] when it looks whole."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if size < 8 or n > size - 8:
-                return [f"{path.name} is truncated"]
-            header = json.loads(f.read(n))
-        # each tensor: {"dtype", "shape", "data_offsets": [begin, end]}; anything else is not a safetensors header
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except FileNotFoundError:
-        return [f"{path.name} is gone (deleted while checked: training rotating checkpoints?)"]
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return [f"{path.name} has no readable header"]
-    if 8 + n + end != size:
-        return [f"{path.name} is truncated ({size:,} of {8 + n + end:,} bytes)"]
-    return []

@@ -15,15 +15,15 @@ import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from movierec.errors import UserError
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compiled(patterns: tuple[str, ...]) -> re.Pattern:
     parts = []
     for pattern in patterns:
@@ -67,10 +67,13 @@ def hold(folder: Path, name: str, command: str, warn=print) -> Iterator[None]:
     read, check, delete, create: processes do it one at a time under an flock of the folder itself, so two
     that find the same stale lock cannot both win.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{folder}: cannot create the folder ({e.strerror or e})") from None
     path = folder / name
     me = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-          "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+          "since": datetime.now(UTC).isoformat(timespec="seconds")}
     guard = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(guard, fcntl.LOCK_EX)
@@ -88,6 +91,8 @@ def _take(path: Path, me: dict[str, Any], warn) -> None:
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except PermissionError as e:
+            raise UserError(f"{path.parent}: cannot write there ({e.strerror})") from None
         except FileExistsError:
             owner = read_lock(path)
             if owner.get("host") == me["host"] and not pid_alive(owner.get("pid")):

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from movierec.folders.checkpoint import checkpoint_problems
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.io import (
@@ -28,7 +30,6 @@ from movierec.folders.io import (
     atomic_write_text,
     read_json,
     read_jsonl,
-    safetensors_problems,
 )
 from movierec.folders.ownership import foreign_entries, hold
 
@@ -249,14 +250,31 @@ class RunDir:
         """A checkpoint's adapter_config.json (peft's LoRA settings)."""
         return read_json(ckpt / cls.ADAPTER_CONFIG)
 
-    def best_checkpoint(self) -> Path | None:
-        """The best checkpoint the trainer recorded (metric_for_best_model), if it still exists."""
+    @staticmethod
+    @contextmanager
+    def reading(ckpt: Path | None) -> Iterator[None]:
+        """Reading a checkpoint that a training run may delete meanwhile (save_total_limit rotates them): a
+        failure once it is gone is one line saying so."""
+        try:
+            yield
+        except Exception:
+            if ckpt is None or (ckpt.is_dir() and not checkpoint_problems(ckpt, resumable=False)):
+                raise
+            raise UserError(f"{ckpt.name} was deleted while it was read (a training run rotating its checkpoints?); "
+                            "rerun once training ends, or name a checkpoint it keeps") from None
+
+    def recorded_best(self) -> Path | None:
+        """The checkpoint the trainer recorded as best (metric_for_best_model), whether or not it still opens."""
         for ckpt in self.checkpoints()[::-1]:
             best = self.trainer_state(ckpt).get("best_model_checkpoint")
             if best:
-                path = self.path / Path(best).name
-                return path if path.is_dir() else None
+                return self.path / Path(best).name
         return None
+
+    def best_checkpoint(self) -> Path | None:
+        """The best checkpoint the trainer recorded (metric_for_best_model), if it still exists."""
+        best = self.recorded_best()
+        return best if best is not None and best.is_dir() else None
 
     def select(self, which: str, others: tuple[str, ...] = ()) -> list[Path]:
         """latest | best | all | checkpoint-N -> checkpoint folders whose adapter opens (`others`: more names
@@ -268,13 +286,22 @@ class RunDir:
         if not ckpts:
             raise UserError(f"no complete checkpoint in {self.path}")
         if which == "latest":
+            newest = self.checkpoints()[-1]
+            if newest != ckpts[-1]:
+                problems = "; ".join(checkpoint_problems(newest, resumable=False)) or "deleted meanwhile"
+                print(f"warning: {newest.name} is incomplete ({problems}); using {ckpts[-1].name}, the latest "
+                      "complete checkpoint", file=sys.stderr)
             return [ckpts[-1]]
         if which == "all":
             return ckpts
         if which == "best":
-            best = self.best_checkpoint()
-            if best is None or best not in ckpts:
+            best = self.recorded_best()
+            if best is None:
                 raise UserError(f"{self.path}: no best checkpoint recorded (set metric_for_best_model); use latest")
+            if best not in ckpts:
+                problems = checkpoint_problems(best, resumable=False) if best.is_dir() else ["deleted"]
+                raise UserError(f"the best checkpoint, {best.name}, cannot be used ({'; '.join(problems)}); "
+                                "name another: latest or checkpoint-N")
             return [best]
         named = self.path / Path(which).name
         if named not in ckpts:
@@ -354,41 +381,3 @@ class RunDir:
         (see ownership.hold). Creates the folder if needed."""
         with hold(self.path, self.LOCK, command, warn):
             yield
-
-
-def checkpoint_problems(ckpt: Path, resumable: bool = True) -> list[str]:
-    """Why a checkpoint cannot be scored (resumable=False) or resumed from; [] when its files open.
-
-    Opening means: the safetensors header parses and the file holds every byte it announces, JSON
-    files parse, and optimizer, scheduler and RNG state load with torch.
-    """
-    problems = []
-    adapter = ckpt / "adapter_model.safetensors"
-    if adapter.is_file():
-        problems += safetensors_problems(adapter)
-    elif not (ckpt / "adapter_model.bin").is_file():
-        problems.append("missing adapter_model.safetensors")
-    for name in ("adapter_config.json", *(("trainer_state.json",) if resumable else ())):
-        path = ckpt / name
-        if not path.is_file():
-            problems.append(f"missing {name}")
-            continue
-        try:
-            json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            problems.append(f"{name} is not valid JSON")
-    if resumable:
-        import torch
-
-        rng = sorted(ckpt.glob("rng_state*.pth"))
-        for path in [ckpt / "optimizer.pt", ckpt / "scheduler.pt", *rng]:
-            if not path.is_file():
-                problems.append(f"missing {path.name}")
-                continue
-            try:  # the checkpoint's own files, written by the trainer: RNG state holds numpy objects
-                torch.load(path, map_location="cpu", weights_only=not path.name.startswith("rng_state"))
-            except Exception as e:  # noqa: BLE001 - any failure to load means the file is unusable
-                problems.append(f"{path.name} does not load ({type(e).__name__})")
-        if not rng:
-            problems.append("missing rng_state.pth")
-    return problems

@@ -43,7 +43,7 @@ def main(args) -> int:
     records = eval_records(lf_args, data)
     device = resolve_device(args.device)
     print(f"exporting {ckpt.name} of {run.path} -> {out} (merged on {device})")
-    with staging(out) as tmp:
+    with staging(out) as tmp, RunDir.reading(ckpt):
         tokens = save_tokenizer(ckpt, lf_args, records[:TEMPLATE_CHECKS], tmp)
         dtype = save_merged_model(lf_args, ckpt, device, tmp)
         record = export_record(run, ckpt, lf_args, device, dtype, tokens)

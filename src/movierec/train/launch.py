@@ -47,6 +47,8 @@ def _completed_step(resume: Path | None) -> int | None:
 def main(args) -> int:
     from movierec.train.record import run_metadata
 
+    if args.rate is not None and not args.rate > 0:
+        raise UserError(f"--rate: training examples per second must be > 0, got {args.rate:g}")
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite contradict each other: pick one")
     dist = Distributed(args.nproc_per_node, args.nnodes, args.node_rank, args.master_addr, args.master_port)
@@ -130,12 +132,18 @@ def _train(session: TrainingSession, record: dict[str, Any], done: int | None, n
                 logs[RunDir.LF_ARGS] = run.file(RunDir.LF_ARGS).read_text(encoding="utf-8")
         session.write(record)
         _header(run, record, session.plan, session.device, notes, resume)
-        rc = session.launch(verbose=args.verbose)
+        interrupted = False
+        try:
+            rc = session.launch(verbose=args.verbose)
+        except KeyboardInterrupt:  # Ctrl-C, e.g. while the model loads: same clean-up, so the command can rerun
+            rc, interrupted = 130, True
         started = _started(run, done)
         if rc != 0 and not started:
-            _undo(run, resume, before, logs)
+            _undo(run, resume, before, logs, show_log=not interrupted)
     if rc != 0 and not started and resume is None and not existed:
         run.path.rmdir()  # empty again: the lock went with the `with` block
+    if interrupted:
+        raise KeyboardInterrupt
     return _finish(run, rc, started)
 
 
@@ -144,7 +152,7 @@ def _started(run: RunDir, done: int | None) -> bool:
     return any(int(line.get("step", 0)) > (done or 0) for line in run.read_jsonl(RunDir.STEP_TIMES))
 
 
-def _undo(run: RunDir, resume: Path | None, before: Path | None, logs: dict[str, str]) -> None:
+def _undo(run: RunDir, resume: Path | None, before: Path | None, logs: dict[str, str], show_log: bool = True) -> None:
     """A run that failed before its first step: remove what it wrote (a resume: restore the record and the
     logs it cut back), so the same command can be rerun."""
     import shutil
@@ -157,7 +165,8 @@ def _undo(run: RunDir, resume: Path | None, before: Path | None, logs: dict[str,
         for name, text in logs.items():
             run.write_text(name, text)
         return
-    _print_log_tail(run)
+    if show_log:
+        _print_log_tail(run)
     for entry in run.path.iterdir():
         if entry.name != RunDir.LOCK:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -189,8 +198,12 @@ def _finish(run: RunDir, rc: int, started: bool | None) -> int:
         if started is False:
             raise UserError(f"training failed before its first step (exit code {rc}); nothing was kept: fix the "
                             "cause above and rerun the same command")
+        from movierec.folders.checkpoint import checkpoint_problems
+
+        resumable = any(not checkpoint_problems(c) for c in run.checkpoints())
         raise UserError(f"training failed (exit code {rc}); see {where}" + ("" if started is None else
-                        "; continue with --resume"))
+                        "; continue with --resume" if resumable else
+                        "; no complete checkpoint was saved to resume from: rerun with --overwrite"))
     if started is None:
         return 0
     from movierec.train.summary import summarize

@@ -43,6 +43,7 @@ the fit rows maps each to P(like) (monotone, so AUC is the raw score's) for log 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -353,9 +354,24 @@ def check_out(out: Path, data: DatasetDir) -> None:
         if out.name in {*files, data.MANIFEST, data.DATASET_INFO, data.HASH_CACHE}:
             raise UserError(f"--out {out}: is a file `movierec prepare` wrote; name another file "
                             f"(default {data.BASELINES})")
+    predictions = out.parent / DatasetDir.BASELINE_PREDICTIONS
+    for path, ours in ((out, _written_here(out, "baselines")), (predictions, _written_here(predictions, "user_id"))):
+        if path.exists() and not ours:
+            raise UserError(f"--out {out}: {path} exists and was not written by `movierec baselines`; nothing was "
+                            "changed: name a file in another folder")
     parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"--out {out}: cannot write there ({parent} is not a writable folder)")
+
+
+def _written_here(path: Path, key: str) -> bool:
+    """Whether `path` (JSON, or JSONL: its first line) is an object holding `key`, as `baselines` writes."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = json.loads(f.read() if path.suffix == ".json" else f.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and key in first
 
 
 def _fmt(x) -> str:
