@@ -200,13 +200,13 @@ def _resume(demo_run: Path, run: Path, data: Path, which: str) -> list[str]:
 
 def test_a_failed_resume_keeps_the_logs_and_the_record(demo_run, tmp_path, monkeypatch, capsys):
     """A resume that fails before its first step (here: the launch) leaves the folder as it was."""
-    import movierec.train.launch
+    from movierec.train.session import TrainingSession
 
     run, data = _copy_run(demo_run, tmp_path)
     copy = tmp_path / "my copy of checkpoint-4"  # a renamed copy: its step comes from trainer_state.json
     shutil.copytree(run / "checkpoint-4", copy)
     before = _tree(run)
-    monkeypatch.setattr(movierec.train.launch, "launch", lambda *a, **k: 1)
+    monkeypatch.setattr(TrainingSession, "launch", lambda *a, **k: 1)
     for which in ("checkpoint-4", str(copy)):
         assert main(_resume(demo_run, run, data, which)) == 2
         assert "nothing was kept" in capsys.readouterr().err
@@ -280,21 +280,21 @@ def _train_argv(tiny_model: Path, prepared_data: Path, out: Path, *extra: str) -
 
 
 def test_ctrl_c_while_the_model_loads_leaves_nothing(tiny_model, prepared_data, tmp_path, monkeypatch, capsys):
-    import movierec.train.launch
+    from movierec.train.session import TrainingSession
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     out = tmp_path / "run"
-    monkeypatch.setattr(movierec.train.launch, "launch", interrupted)
+    monkeypatch.setattr(TrainingSession, "launch", interrupted)
     assert main(_train_argv(tiny_model, prepared_data, out)) == 130
     assert not out.exists()  # so the same command runs again, without --overwrite
 
-    def saved_nothing(run, *args, **kwargs):  # a step was taken, then a save failed (a file-size limit, say)
-        run.write_text(RunDir.STEP_TIMES, json.dumps({"step": 1, "seconds": 0.1}) + "\n")
+    def saved_nothing(session, *args, **kwargs):  # a step was taken, then a save failed (a file-size limit, say)
+        session.run.write_text(RunDir.STEP_TIMES, json.dumps({"step": 1, "seconds": 0.1}) + "\n")
         return 1
 
-    monkeypatch.setattr(movierec.train.launch, "launch", saved_nothing)
+    monkeypatch.setattr(TrainingSession, "launch", saved_nothing)
     capsys.readouterr()
     assert main(_train_argv(tiny_model, prepared_data, out)) == 2
     err = capsys.readouterr().err
