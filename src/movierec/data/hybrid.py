@@ -99,7 +99,8 @@ def apply(table: pa.Table, parts: Split, cfg: DataConfig) -> tuple[Split, dict[s
     if not any_option(cfg):
         return parts, {"train": (None, []), "eval": (None, [])}, {**options, "counts": None}
     r = Ratings.of(table, parts.eval.target)
-    windows = fit_windows(r, parts.cutoff, cfg) if cfg.cf_score or cfg.history_select == "relevant" else []
+    need = cfg.cf_score or cfg.history_select == "relevant"
+    windows = fit_windows(r, window_starts(r.ts, parts.cutoff, cfg.cutoff_quantile), cfg) if need else []
     lines, counts, new = {}, {}, {}
     for name, ex in (("train", parts.train), ("eval", parts.eval)):
         lo, hi = r.earlier(ex.target)
@@ -141,12 +142,13 @@ def window_of(ts: np.ndarray, windows: list[Window]) -> np.ndarray:
     return np.searchsorted(starts, ts, side="right") - 1
 
 
-def fit_windows(r: Ratings, cutoff: int, cfg: DataConfig) -> list[Window]:
-    """One calibrated ALS model (cf_score) and movie vectors (relevant history) per window start."""
+def fit_windows(r: Ratings, starts: np.ndarray, cfg: DataConfig,
+                previous: int = np.iinfo(np.int64).min) -> list[Window]:
+    """One calibrated ALS model (cf_score) and movie vectors (relevant history) per window start; the first
+    model is calibrated on the ratings from `previous` on, each later one on the window before it."""
     from movierec.evaluation.baselines import mf
 
     key = "cf_score" if cfg.cf_score else "history_select"
-    starts = window_starts(r.ts, cutoff, cfg.cutoff_quantile)
     vis_ts = r.ts[r.visible]
     first = r.visible[vis_ts < starts[0]]
     users, movies = len(np.unique(r.user[first])), len(np.unique(r.movie[first]))
@@ -155,7 +157,7 @@ def fit_windows(r: Ratings, cutoff: int, cfg: DataConfig) -> list[Window]:
                         f"{len(starts)} time windows has {len(first):,} earlier ratings of {users} users and "
                         f"{movies} movies (at least {mf.FACTORS} of each needed); use more data or turn it off")
     n_movies = int(r.movie.max()) + 1
-    windows, previous = [], np.iinfo(np.int64).min
+    windows = []
     for j, start in enumerate(starts.tolist()):
         rows = r.visible[vis_ts < start]
         fit = pd.DataFrame({"userId": r.user[rows], "movieId": r.movie[rows], "rating": r.rating[rows]})
@@ -291,3 +293,46 @@ def _select(r: Ratings, idx: np.ndarray, lo: np.ndarray, length: np.ndarray, can
     chosen = order[rank < history_len]
     chosen = chosen[np.lexsort((pos[chosen], local[chosen]))]  # oldest first within each example
     return r.visible[pos[chosen]], idx[local[chosen]]
+
+
+def for_candidates(ratings: pd.DataFrame, cfg: DataConfig, user_id: int,
+                   movie_ids: list[int]) -> tuple[pd.DataFrame, list[np.ndarray], str | None, list[list[str]]]:
+    """`recommend`'s prompts by prepare's rules, each candidate a target rated now (after every known rating):
+    the ratings sorted as prepare sorts them, the rows of it shown for each candidate, the user line, and the
+    tail lines per candidate. Its one window starts now (models fitted on every rating), calibrated on the
+    latest 1/WINDOWS of the pre-cutoff share of ratings, as long as prepare's windows."""
+    known = ratings[["userId", "movieId", "rating", "timestamp"]]
+    now = int(known.timestamp.max()) + 1
+    new = pd.DataFrame({"userId": user_id, "movieId": movie_ids, "rating": 0.0, "timestamp": now})
+    both = pd.concat([known, new], ignore_index=True).sort_values(["userId", "timestamp", "movieId"],
+                                                                  kind="stable", ignore_index=True)
+    target = np.flatnonzero((both.timestamp == now).to_numpy() & (both.userId == user_id).to_numpy())
+    table = pa.table({USER: both.userId.to_numpy(), MOVIE: both.movieId.to_numpy(), RATING: both.rating.to_numpy(),
+                      TIMESTAMP: both.timestamp.to_numpy()})
+    r = Ratings.of(table, target)
+    order = {m: i for i, m in enumerate(both.movieId.to_numpy()[target].tolist())}
+    target = target[[order[m] for m in movie_ids]]  # the caller's order
+    lo, hi = r.earlier(target)
+    k = np.zeros(len(target), dtype=np.int64)
+    windows = []
+    if cfg.cf_score or cfg.history_select == "relevant":
+        previous = int(np.quantile(known.timestamp, 1 - cfg.cutoff_quantile / WINDOWS, method="lower"))
+        windows = fit_windows(r, np.array([now]), cfg, previous)
+    length = np.minimum(hi - lo, cfg.history_len)
+    ex = Examples(target, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), length)
+    if cfg.history_select == "relevant":
+        ex, _ = relevant(r, ex, lo, hi, k, windows, cfg.history_len)
+    else:
+        ex = Examples(target, r.visible[np.concatenate([np.arange(b - n, b) for b, n in zip(hi, length)])],
+                      np.repeat(np.arange(len(target)), length), length)
+    shown = [ex.history[ex.owner == i] for i in range(len(target))]
+    user_line = user_stats_line(*(x[0].item() for x in user_stats(r, lo[:1], hi[:1], cfg.like_threshold))) \
+        if cfg.user_stats else None
+    tails: list[list[str]] = [[] for _ in movie_ids]
+    if cfg.candidate_stats:
+        for t, n, mean in zip(tails, *candidate_stats(r, target)):
+            t.append(candidate_stats_line(int(n), float(mean)))
+    if cfg.cf_score:
+        for t, p in zip(tails, np.round(cf_scores(r, target, lo, hi, k, windows, cfg.like_threshold), 2)):
+            t.append(cf_line(float(p)))
+    return both, shown, user_line, tails

@@ -18,6 +18,7 @@ before "Candidate movie", the candidate's statistics and the collaborative filte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,7 +58,7 @@ def candidate_stats_line(n: int, mean: float) -> str:
 
 def cf_line(p: float) -> str:
     """The collaborative model's P(like); NaN where it has none (no model yet, or a candidate it never saw)."""
-    if p != p:
+    if math.isnan(p):
         return "Collaborative filtering estimate: unavailable"
     return f"Collaborative filtering estimate: {p:.2f} chance of liking"
 

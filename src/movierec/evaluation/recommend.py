@@ -66,12 +66,34 @@ def build_records(manifest: dict[str, Any], ratings, movies, user_id: int, movie
     unknown = [m for m in movie_ids if m not in by_id.index]
     if unknown:
         raise UserError(f"--candidates: unknown movie id(s) {', '.join(map(str, unknown[:5]))}")
+    data_cfg = hybrid_config(cfg)
+    if data_cfg is not None:  # the hybrid prompt options, by prepare's rules (data/hybrid.py)
+        from movierec.data.hybrid import for_candidates
+
+        both, shown, user_line, tails = for_candidates(ratings, data_cfg, user_id, movie_ids)
+        return [{MOVIE_ID: m, "instruction": cfg["instruction"],
+                 "input": render_input(by_id.loc[both.movieId.to_numpy()[rows], "title"].tolist(),
+                                       both.rating.to_numpy()[rows].astype(float).tolist(), by_id.at[m, "title"],
+                                       by_id.at[m, "genres"], data_cfg.like_threshold, user_line, tail)}
+                for m, rows, tail in zip(movie_ids, shown, tails)]
     titles = by_id.loc[history["movieId"], "title"].tolist()
     stars = history["rating"].astype(float).tolist()
     return [{MOVIE_ID: m, "instruction": cfg["instruction"],
              "input": render_input(titles, stars, by_id.at[m, "title"], by_id.at[m, "genres"],
                                    float(cfg["like_threshold"]))}
             for m in movie_ids]
+
+
+def hybrid_config(cfg: dict[str, Any]):
+    """The manifest's data config when it turns a hybrid prompt option on, else None."""
+    import dataclasses
+
+    from movierec.data.config import DataConfig
+    from movierec.data.hybrid import any_option
+
+    names = {f.name for f in dataclasses.fields(DataConfig)} - {"synth"}
+    data_cfg = dataclasses.replace(DataConfig(), **{k: v for k, v in cfg.items() if k in names})
+    return data_cfg if any_option(data_cfg) else None
 
 
 def _load(args):
