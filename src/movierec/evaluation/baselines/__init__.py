@@ -355,7 +355,7 @@ def check_out(out: Path, data: DatasetDir) -> None:
             raise UserError(f"--out {out}: is a file `movierec prepare` wrote; name another file "
                             f"(default {data.BASELINES})")
     predictions = out.parent / DatasetDir.BASELINE_PREDICTIONS
-    for path, ours in ((out, _written_here(out, "baselines")), (predictions, _written_here(predictions, "user_id"))):
+    for path, ours in ((out, _written_here(out, "baselines")), (predictions, _written_here(predictions, USER_ID))):
         if path.exists() and not ours:
             raise UserError(f"--out {out}: {path} exists and was not written by `movierec baselines`; nothing was "
                             "changed: name a file in another folder")
