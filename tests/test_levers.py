@@ -284,8 +284,7 @@ def test_gpu_bench_driver_on_cpu(tiny_model, tmp_path):
     process, one JSON with rates, evaluation rates, plans, projections, scoring and the targets; a part that
     fails is reported under `errors` with its last line, the others still run; GPU-only rows are listed."""
     proc = run_cli(str(ROOT / "scripts/bench_profiles.py"), "--reference", "configs/demo_tiny.yaml",
-                   "--fast", "configs/demo_tiny_fast.yaml", "--fast", "configs/demo_tiny_lora_bf16_fast.yaml",
-                   "--fast", "configs/no-such-profile.yaml",
+                   "--fast", "configs/demo_tiny_fast.yaml", "--fast", "configs/no-such-profile.yaml",
                    "--scoring", "--scoring-examples", "300", "--packing-variant", "--device", "cpu",
                    "--steps", "3", "--reference-steps", "3", "--override", f"model_name_or_path={tiny_model}",
                    "--override", "per_device_train_batch_size=8", "--work", str(tmp_path), cwd=tmp_path)
@@ -295,8 +294,9 @@ def test_gpu_bench_driver_on_cpu(tiny_model, tmp_path):
     assert report["errors"] == {} and error.startswith("exit code 2") and "config file not found" in error
     assert report["skipped"] == []
     profiles = report["profiles"]
-    assert set(profiles) == {"reference", "demo_tiny_fast", "demo_tiny_lora_bf16_fast", "demo_tiny_fast+packing",
-                             "demo_tiny_fast+host_sync_levers"}
+    # (the bf16 profile's own part is left out to keep the test short: test_fast_demo_profiles_train_and_score
+    # trains it)
+    assert set(profiles) == {"reference", "demo_tiny_fast", "demo_tiny_fast+packing", "demo_tiny_fast+host_sync_levers"}
     assert set(report["not_measured"]) == {"demo_tiny_fast+unsloth", "demo_tiny_fast+liger",
                                            "demo_tiny_fast+liger+batch128", "demo_tiny_fast+compile",
                                            "answer-only loss"}
@@ -305,7 +305,7 @@ def test_gpu_bench_driver_on_cpu(tiny_model, tmp_path):
     ref, fast, packed = profiles["reference"], profiles["demo_tiny_fast"], profiles["demo_tiny_fast+packing"]
     assert ref["per_device_train_batch_size"] == 1 and ref["gradient_checkpointing"] is True
     assert fast["per_device_train_batch_size"] == 8 and fast["gradient_checkpointing"] is False
-    assert profiles["demo_tiny_lora_bf16_fast"]["quantization_bit"] is None and fast["quantization_bit"] == 4
+    assert fast["quantization_bit"] == 4
     for p in profiles.values():
         assert p["examples_per_s"] > 0 and 240 < p["tokens_per_example"] < 290
         assert math.isfinite(p["first_loss"]) and math.isfinite(p["last_loss"]) and p["step_seconds_p90"] > 0
