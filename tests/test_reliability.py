@@ -398,3 +398,13 @@ def test_an_unwritable_output_is_one_line(prepared_data, capsys):
     assert main(["baselines", "--data", str(prepared_data), "--out", "/proc/movierec/b.json", "--bootstrap", "0"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("error: /proc/movierec") and not any("Traceback" in line for line in err)
+
+
+def test_recommend_names_a_broken_best_checkpoint_instead_of_using_the_latest(demo_run, tmp_path, capsys):
+    run, _ = _copy_run(demo_run, tmp_path)
+    best = RunDir(run).recorded_best()
+    assert best is not None  # the demo run ranks checkpoints by eval_auc
+    (best / "adapter_model.safetensors").write_bytes(b"\0" * 8)
+    assert main(["recommend", "--run", str(run), "--user", "1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"the best checkpoint, {best.name}, cannot be used" in err and err.count("\n") == 1

@@ -112,12 +112,10 @@ def _load(args):
         raise UserError("--out: only with --users all (one --user is printed)")
     run = RunDir(args.run).require()
     lf_args = {**run.lf_args(), "model_name_or_path": run.model_path()}
-    try:
+    if args.checkpoint == "best" and run.recorded_best() is None:  # a run that tracked no best: its latest
+        (ckpt,) = run.select("latest")
+    else:  # a recorded best that is broken or gone is named, never silently replaced
         (ckpt,) = run.select(args.checkpoint)
-    except UserError:
-        if args.checkpoint != "best":
-            raise
-        (ckpt,) = run.select("latest")  # runs without a tracked best
     return lf_args, ckpt, run.dataset(args.data), resolve_device(args.device)
 
 
