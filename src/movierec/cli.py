@@ -204,7 +204,9 @@ def _add_bench_and_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="movierec", description=__doc__.splitlines()[0])
+    import movierec
+
+    parser = argparse.ArgumentParser(prog="movierec", description=movierec.__doc__.strip())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_data, _add_evaluation, _add_models, _add_bench_and_demo):
         add(sub)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -56,7 +57,8 @@ def print_dry_run(record: dict[str, Any], lf_args: dict[str, Any], plan: TrainPl
         print("steps: unknown until the data is prepared (`movierec prepare`)")
         return
     n_eval = data.get("eval")
-    pending = "" if data["prepared"] else f" (data not prepared yet: counts {data.get('source')} will produce)"
+    source = f"configs/data/{Path(data['source']).name}" if data.get("source") else "its data config"
+    pending = "" if data["prepared"] else f" (data not prepared yet: the counts that {source} will write)"
     print(f"examples: train {data['train']:,}" + (f", eval {n_eval:,}" if n_eval else "")
           + f"; world size {plan.world_size}" + pending)
     if plan.packing:
