@@ -170,3 +170,18 @@ def test_dry_run_catches_a_missing_model_folder_and_an_unknown_template(tmp_path
     lines = errors(capsys)
     assert f"error: model_name_or_path: {tmp_path / 'modle'} is not a model folder (not found)" in lines
     assert "error: template: LLaMA-Factory has no template 'qwne' (did you mean 'qwen'?)" in lines
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_max_steps_is_minus_one_or_positive(value, capsys):
+    assert train("--override", f"max_steps={value}") == 2
+    assert errors(capsys) == [f"error: max_steps: must be -1 (train num_train_epochs) or >= 1, got {value}"]
+
+
+def test_an_error_comes_alone_without_the_dry_runs_warnings(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the reference data is not prepared here: a dry run would warn about it
+    assert main(["train", "--config", str(ROOT / REFERENCE), "--dry-run", "--override", "bogus_key=1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: bogus_key: unknown key"]
+    (tmp_path / "folder.yaml").mkdir()
+    assert main(["train", "--config", "folder.yaml", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == "error: folder.yaml: is a folder, not a config file"

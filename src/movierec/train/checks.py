@@ -46,6 +46,7 @@ RANGES = [
     ("eval_steps", _at_least(0, strict=True, optional=True), "> 0 (a value below 1 is a fraction of the run)"),
     ("save_steps", _at_least(0, strict=True), "> 0 (a value below 1 is a fraction of the run)"),
     ("save_total_limit", _at_least(1, optional=True), ">= 1 or null"),
+    ("max_steps", lambda v: v == -1 or v >= 1, "-1 (train num_train_epochs) or >= 1"),
     ("max_samples", _at_least(1, optional=True), ">= 1 or null"),
     ("preprocessing_num_workers", _at_least(1, optional=True), ">= 1 or null"),
     ("dataloader_num_workers", _at_least(0), ">= 0"),

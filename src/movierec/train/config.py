@@ -126,6 +126,7 @@ def validate(cfg: Mapping[str, Any], data_required: bool = True, model_required:
         UserError: one line per problem, all problems at once.
     """
     typed, problems = parse_fields(_train_classes(), cfg)
+    warnings: list[str] = []
     for key in PATH_KEYS & typed.keys():  # `~` and $VARS expanded once, here, for every path
         if isinstance(typed[key], str):
             typed[key] = os.path.expandvars(os.path.expanduser(typed[key]))
@@ -139,15 +140,16 @@ def validate(cfg: Mapping[str, Any], data_required: bool = True, model_required:
         problems += [p for p in found if p not in missing]
         if data_required:
             problems += missing
-        for line in [] if data_required else missing:
-            warn(f"warning: {line}", file=sys.stderr)
+        else:
+            warnings += missing
     problems += check_levers(lf)
     model_problems = check_model(lf, model_required)  # a hub id missing from the cache offline: a warning
     problems += [p for p in model_problems if not p.endswith(NOT_CACHED)]
-    for line in [p for p in model_problems if p.endswith(NOT_CACHED)]:
-        warn(f"warning: {line}", file=sys.stderr)
-    if problems:
+    warnings += [p for p in model_problems if p.endswith(NOT_CACHED)]
+    if problems:  # the errors alone: warnings would only bury them
         raise UserError("\n".join(problems))
+    for line in warnings:
+        warn(f"warning: {line}", file=sys.stderr)
     return RunConfig(lf, mr)
 
 

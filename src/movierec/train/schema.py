@@ -47,6 +47,8 @@ def yaml_load(text: str) -> Any:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line UserError."""
     path = config_path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a config file")
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
