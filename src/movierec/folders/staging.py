@@ -36,3 +36,14 @@ def staging(out: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def written_by(path: Path, record: str, fmt: str) -> bool:
+    """Whether folder `path` holds the `record` file a movierec writer leaves, in format `fmt` (so that writer
+    may replace the folder)."""
+    import json
+
+    try:
+        return json.loads((path / record).read_text(encoding="utf-8")).get("format") == fmt
+    except (OSError, ValueError, AttributeError):
+        return False

@@ -21,7 +21,7 @@ from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.io import atomic_write_json, atomic_write_text
 from movierec.folders.rundir import RunDir, expand
-from movierec.folders.staging import staging
+from movierec.folders.staging import staging, written_by
 from movierec.train.config import arg
 
 RECORD = "movierec_export.json"  # also what marks a folder as an export (--out may replace only those)
@@ -57,10 +57,7 @@ def main(args) -> int:
 
 
 def is_export(path: Path) -> bool:
-    try:
-        return json.loads((path / RECORD).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    return written_by(path, RECORD, FORMAT)
 
 
 def check_out(out: Path, run: RunDir) -> None:

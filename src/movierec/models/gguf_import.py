@@ -10,13 +10,13 @@ whole or not at all (staging folder beside --out, renamed at the end).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from movierec.errors import UserError
+from movierec.folders.staging import written_by
 from movierec.folders.io import atomic_write_json
 
 RECORD = "movierec_import.json"  # also what marks a folder as an import (--out may replace only those)
@@ -31,10 +31,7 @@ def main(args) -> int:
 
 
 def is_import(path: Path) -> bool:
-    try:
-        return json.loads((path / RECORD).read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
+    return written_by(path, RECORD, FORMAT)
 
 
 def check_out(out: Path) -> None:
