@@ -46,22 +46,26 @@ MIN_PART_S = 45  # a part needs this much budget to load a model and take a few 
 TARGETS = {"fast_speedup_min": 15.0, "projected_total_seconds_max": 720.0, "scoring_seconds_max": 3.0,
            "examples_per_s_min": 400.0, "gpu_busy_min": 0.70, "mfu_min": 0.20, "peer_ratio_min": 1.2}
 PEER = "+unsloth"
+# Levers a row toggles: name -> {key: (value with the lever, value without)}
+TOGGLES = {"host_sync_levers": {"optim": ("adamw_torch_fused", "adamw_torch"), "logging_nan_inf_filter": (False, True)},
+           "answer_logits": {"answer_logits_only": (True, False)}}
 # Lever rows on the first fast profile: (suffix, overrides, what it needs: None, "gpu" or a module, note).
 LEVERS = [
-    (PEER, ["use_unsloth=true"], "unsloth",
+    (PEER, ["use_unsloth=true", "answer_logits_only=false"], "unsloth",
      "the peer: LLaMA-Factory with use_unsloth (unsloth's kernels and its own LoRA/4-bit path); LLaMA-Factory "
      "makes unsloth recompute activations (use_gradient_checkpointing='unsloth'), which the fast profile does not"),
-    ("{sync}host_sync_levers", ["{sync_changes}"], None,
+    ("{sign}host_sync_levers", ["toggle:host_sync_levers"], None,
      "fused AdamW and no per-step loss isnan/isinf read: undone (-) where the profile has them, else applied (+)"),
-    ("+liger", ["enable_liger_kernel=true"], "liger_kernel",
+    ("{sign}answer_logits", ["toggle:answer_logits"], None,
+     "the LM head only at the positions the loss reads (answer_logits_only): undone (-) where the profile has it"),
+    ("+liger", ["enable_liger_kernel=true", "answer_logits_only=false"], "liger_kernel",
      "Liger kernels with fused linear cross-entropy (no 151,936-wide logits)"),
-    ("+liger+batch{large}", ["enable_liger_kernel=true", "per_device_train_batch_size={large}"], "liger_kernel",
+    ("+liger+batch{large}", ["enable_liger_kernel=true", "answer_logits_only=false", "per_device_train_batch_size={large}"],
+     "liger_kernel",
      "a larger batch once the logits are gone (throughput only: a new batch needs its learning rate and parity)"),
     ("+compile", ["torch_compile=true"], "gpu",
      "torch.compile through the Trainer (dynamic shapes: length-grouped batches padded to multiples of 8)"),
 ]
-NOT_IMPLEMENTED = {"answer-only loss": "LLaMA-Factory 0.9.5 computes the logits at every position (Liger's fused "
-                   "linear cross-entropy avoids materialising them); no clean switch for answer positions only"}
 FLOP_CONVENTION = ("per real (non-padding) training token: 4*N_frozen + 6*N_trainable + 12*layers*heads*head_dim*ctx "
                    "(frozen base: forward + activation gradients; LoRA: forward + both gradients; attention QK^T and "
                    "AV within each example, ctx = mean keys attended); recomputation and masked attention not counted; "
@@ -144,16 +148,22 @@ def summarize(report: dict) -> None:
 
 
 def _row(first: str, suffix: str, changes: list[str], large: int) -> tuple[str, list[str]]:
-    """A lever row's name and overrides; the host-sync row toggles what the profile has."""
+    """A lever row's name and overrides; a `toggle:NAME` change undoes TOGGLES[NAME] where the profile has it
+    (the row is named -NAME) and applies it where it does not (+NAME)."""
     import yaml
 
     path = Path(first) if Path(first).is_file() else ROOT / first  # the parts run in ROOT
     cfg = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    has = cfg.get("optim") == "adamw_torch_fused" and cfg.get("logging_nan_inf_filter") is False
-    toggled = ["optim=adamw_torch", "logging_nan_inf_filter=true"] if has else [
-        "optim=adamw_torch_fused", "logging_nan_inf_filter=false"]
-    name = f"{Path(first).stem}{suffix}".format(large=large, sync="-" if has else "+")
-    return name, [x for c in changes for x in (toggled if c == "{sync_changes}" else [c.format(large=large)])]
+    sign, overrides = "", []
+    for change in changes:
+        if not change.startswith("toggle:"):
+            overrides.append(change.format(large=large))
+            continue
+        pairs = TOGGLES[change.removeprefix("toggle:")]
+        has = all(cfg.get(key) == on for key, (on, _) in pairs.items())
+        sign = "-" if has else "+"
+        overrides += [f"{key}={yaml.safe_dump(off if has else on).splitlines()[0]}" for key, (on, off) in pairs.items()]
+    return f"{Path(first).stem}{suffix}".format(large=large, sign=sign), overrides
 
 
 def lever_unavailable(needs: str | None, device: str) -> str | None:
@@ -170,9 +180,8 @@ def lever_unavailable(needs: str | None, device: str) -> str | None:
 
 
 def not_measured(args) -> dict[str, str]:
-    out = {_row(args.fast[0], suffix, changes, args.large_batch)[0]: why for suffix, changes, needs, _ in LEVERS
-           if (why := lever_unavailable(needs, args.device))}
-    return {**out, **NOT_IMPLEMENTED}
+    return {_row(args.fast[0], suffix, changes, args.large_batch)[0]: why for suffix, changes, needs, _ in LEVERS
+            if (why := lever_unavailable(needs, args.device))}
 
 
 def plan_parts(args) -> list[tuple[str, list[str], float, bool]]:

@@ -220,3 +220,14 @@ def test_recommend_renders_the_same_fields(hybrid_data):
         shown = [x for x in mine if x.startswith("- ") and x != "- (none)"]
         titles = set(movies.set_index("movieId").title[known[known.userId == ex["user_id"]].movieId])
         assert len(shown) == ex["history_len"] and all(x[2:].rsplit(":", 1)[0] in titles for x in shown)
+
+
+def test_describe_says_what_the_prompt_shows():
+    """The report and the model card describe the prompt from the manifest's data config."""
+    from movierec.data.hybrid import describe
+
+    assert describe({"history_len": 10}) == "the 10 latest earlier ratings"
+    assert describe({"history_len": 5, "history_select": "relevant", "cf_score": True}) == (
+        "the 5 earlier ratings most similar to the candidate (relevant history) plus a collaborative filtering estimate")
+    assert describe({"history_len": 10, "user_stats": True, "candidate_stats": True, "cf_score": True}).endswith(
+        "plus the user's rating statistics, the candidate's rating statistics and a collaborative filtering estimate")

@@ -296,10 +296,12 @@ def test_gpu_bench_driver_on_cpu(tiny_model, tmp_path):
     profiles = report["profiles"]
     # (the bf16 profile's own part is left out to keep the test short: test_fast_demo_profiles_train_and_score
     # trains it)
-    assert set(profiles) == {"reference", "demo_tiny_fast", "demo_tiny_fast+packing", "demo_tiny_fast+host_sync_levers"}
+    assert set(profiles) == {"reference", "demo_tiny_fast", "demo_tiny_fast+packing", "demo_tiny_fast+host_sync_levers",
+                             "demo_tiny_fast-answer_logits"}
     assert set(report["not_measured"]) == {"demo_tiny_fast+unsloth", "demo_tiny_fast+liger",
-                                           "demo_tiny_fast+liger+batch128", "demo_tiny_fast+compile",
-                                           "answer-only loss"}
+                                           "demo_tiny_fast+liger+batch128", "demo_tiny_fast+compile"}
+    assert profiles["demo_tiny_fast-answer_logits"]["answer_logits_only"] is False
+    assert profiles["demo_tiny_fast"]["answer_logits_only"] is True
     levers = profiles["demo_tiny_fast+host_sync_levers"]
     assert levers["optim"] == "adamw_torch_fused" and levers["logging_nan_inf_filter"] is False
     ref, fast, packed = profiles["reference"], profiles["demo_tiny_fast"], profiles["demo_tiny_fast+packing"]
@@ -325,3 +327,52 @@ def _not_a_model(tmp_path):
     folder = tmp_path / "not-a-model"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+# ---------------------------------------------------------------- answer_logits_only
+
+
+@pytest.mark.parametrize("neat", [False, True], ids=["padded", "neat_packing"])
+def test_answer_logits_only_gives_the_same_loss_and_gradients(lf_model, neat):
+    """The hook on real LLaMA-Factory batches (24 real prompts, right-padded or neat-packed): the LM head runs
+    only at the positions that predict a labelled token, and the loss and every LoRA gradient equal the full
+    computation's (fp32 on CPU; only the summation order differs). A missed or shifted position would change
+    the loss by O(0.1)."""
+    from movierec.train import answer_logits
+
+    state, build = lf_model
+    dataset, collator = build(neat_packing=neat)
+    model = state["model"]
+    batch = collator([dict(r) for r in dataset])
+
+    def loss_and_grads():
+        model.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    full, full_grads = loss_and_grads()
+    handle = answer_logits.install(model)
+    try:
+        kept, kept_grads = loss_and_grads()
+    finally:
+        handle.remove()
+    labelled = int((batch["labels"] != IGNORE_INDEX).sum())
+    positions = int(answer_logits.answer_positions(batch["labels"]).numel())
+    assert full.logits.shape[1] == batch["input_ids"].shape[1] > kept.logits.shape[1] == positions
+    assert positions <= labelled and positions < batch["input_ids"].shape[1] // 2  # answers: a few tokens per prompt
+    assert kept.loss.item() == pytest.approx(full.loss.item(), rel=1e-5)
+    assert full_grads.keys() == kept_grads.keys() and len(full_grads) > 0
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(kept_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+    assert model(**batch).logits.shape == full.logits.shape  # removed: the full logits again
+
+
+@pytest.mark.parametrize("clash", ["enable_liger_kernel=true", "use_unsloth=true", "compute_accuracy=true"])
+def test_answer_logits_only_refuses_what_would_read_every_logit(clash, monkeypatch, capsys):
+    monkeypatch.setattr("movierec.train.checks.installed", lambda module: True)
+    rc = main(["train", "--config", FAST, "--dry-run", "--device", "cuda", "--override", "answer_logits_only=true",
+               "--override", clash])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("error: answer_logits_only: true cannot go with " + clash.split("=")[0]), err

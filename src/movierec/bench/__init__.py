@@ -183,7 +183,7 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         "profile": Path(config).stem, "config": str(config), "overrides": list(overrides or []),
         "device": device, "device_name": device_name,
         "per_device_train_batch_size": batch, "gradient_accumulation_steps": accum,
-        **_levers(lf), **result,
+        **_levers(lf), "answer_logits_only": mr.answer_logits_only, **result,
         "peak_memory_gib": round(peak_gib, 3), "train_peak_memory_gib": round(peaks["train_peak_gib"], 3),
         "peak_memory_kind": PEAK_MEMORY_KIND[device == "cuda"],
         "flops_per_token": flops, "peak_flops": peak, "measured_matmul_flops": matmul,

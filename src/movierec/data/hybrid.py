@@ -29,6 +29,7 @@ and eval examples follow one rule:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -90,6 +91,17 @@ def _key(a: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 def any_option(cfg: DataConfig) -> bool:
     return cfg.history_select != "recent" or cfg.candidate_stats or cfg.user_stats or cfg.cf_score
+
+
+def describe(cfg: Mapping[str, Any]) -> str:
+    """What a prompt shows, in words, from a data config's values (a manifest's `config`)."""
+    n = cfg.get("history_len", "the")
+    shown = (f"the {n} earlier ratings most similar to the candidate (relevant history)"
+             if cfg.get("history_select") == "relevant" else f"the {n} latest earlier ratings")
+    extra = [what for key, what in (("user_stats", "the user's rating statistics"),
+                                    ("candidate_stats", "the candidate's rating statistics"),
+                                    ("cf_score", "a collaborative filtering estimate")) if cfg.get(key)]
+    return shown + (" plus " + ", ".join(extra[:-1]) + (" and " if len(extra) > 1 else "") + extra[-1] if extra else "")
 
 
 def apply(table: pa.Table, parts: Split, cfg: DataConfig) -> tuple[Split, dict[str, tuple], dict[str, Any]]:

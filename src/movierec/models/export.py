@@ -222,11 +222,12 @@ def _card_about(out: Path, run: RunDir, record: dict[str, Any], lf: dict[str, An
                 quant: str, manifest: dict[str, Any], counts: dict[str, Any], cfg: dict[str, Any], source: str,
                 data: DatasetDir) -> str:
     """The card down to the training table's header: what it is, base model, method, data."""
+    from movierec.data import hybrid
     from movierec.data.layouts import RELEASES
 
     return f"""# {out.name}: a Yes/No movie recommender
 
-Given a user's recent ratings and a candidate movie, this causal LM answers "Yes" (the user will like it) or
+Given a user's earlier ratings and a candidate movie, this causal LM answers "Yes" (the user will like it) or
 "No"; P(Yes) from the two answers' logits ranks movies. Exported by `movierec export` from
 `{run.path}` ({record['checkpoint']}): the LoRA adapter merged into the base model, so `transformers` alone
 loads it (no peft, no movierec).
@@ -248,8 +249,8 @@ MovieLens ratings, {RELEASES.get(manifest.get('layout'), manifest.get('layout'))
 (`{manifest.get('layout')}`), from {source}: {_num(counts.get('ratings'))} ratings by {_num(counts.get('users'))} \
 users of {_num(counts.get('movies'))} movies. Temporal split at {manifest.get('cutoff_utc')}: \
 {_num(counts.get('train'))} training examples before it, {_num(counts.get('eval'))} eval examples at or after. \
-Like = rating >= {cfg.get('like_threshold')}; a prompt shows the user's {cfg.get('history_len')} latest earlier \
-ratings. Prepared data `{data.path}` (manifest sha256 `{record['data_manifest_sha256']}`).
+Like = rating >= {cfg.get('like_threshold')}; a prompt shows {hybrid.describe(cfg)}. \
+Prepared data `{data.path}` (manifest sha256 `{record['data_manifest_sha256']}`).
 
 ## Training
 

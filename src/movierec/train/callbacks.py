@@ -59,6 +59,16 @@ class CpuFp32Callback(TrainerCallback):
             keep_fp32_on_cpu(model)
 
 
+class AnswerLogitsCallback(TrainerCallback):
+    """Installs the answer_logits_only hook (train/answer_logits.py) on the model before the first step."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from movierec.train import answer_logits
+
+        if model is not None and not getattr(model, "_movierec_answer_logits", None):
+            model._movierec_answer_logits = answer_logits.install(model)
+
+
 class ScoreCallback(TrainerCallback):
     """Yes/No ranking metrics at every evaluation: `eval_auc`, `eval_uauc`, `eval_log_loss`.
 
@@ -192,6 +202,8 @@ def build_callbacks(lf_args: dict[str, Any], mr_args: MovierecArguments, plan: T
     unit = "sequences" if plan.packing else "examples"
     callbacks: list[TrainerCallback] = [CpuFp32Callback(),
                                         StepTimerCallback(lf_args["output_dir"], plan.rows_per_step, unit)]
+    if mr_args.answer_logits_only:
+        callbacks.append(AnswerLogitsCallback())
     evaluates = str(arg(lf_args, "eval_strategy")) != "no"
     if mr_args.eval_auc and lf_args.get("eval_dataset") and evaluates:
         callbacks.append(ScoreCallback(lf_args, mr_args))

@@ -114,6 +114,17 @@ def check_early_stopping(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
     return problems
 
 
+def check_answer_logits(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
+    """answer_logits_only beside what would read the logits it no longer computes, or replaces its forward."""
+    if not mr.get("answer_logits_only"):
+        return []
+    clashes = {"enable_liger_kernel": "Liger's fused linear cross-entropy already skips the logits tensor",
+               "use_unsloth": "unsloth replaces the model's forward and loss",
+               "compute_accuracy": "the token accuracy at evaluations reads the logits at every position"}
+    return [f"answer_logits_only: true cannot go with {key}: true ({why}); drop one of them"
+            for key, why in clashes.items() if lf.get(key)]
+
+
 # Throughput levers that need a package movierec does not install: key, value -> (module, what to install).
 OPTIONAL_PACKAGES = {
     ("enable_liger_kernel", True): ("liger_kernel", "pip install liger-kernel"),

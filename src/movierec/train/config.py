@@ -23,6 +23,7 @@ from movierec.folders.datadir import DatasetDir
 from movierec.folders.rundir import RunDir, expand
 from movierec.resources import shipped
 from movierec.train.checks import (
+    check_answer_logits,
     check_early_stopping,
     check_levers,
     check_ranges,
@@ -46,6 +47,10 @@ class MovierecArguments:
     early_stopping_threshold: float = field(
         default=0.0, metadata={"help": "an evaluation counts as an improvement only when it beats the best "
                                        "so far by more than this"}
+    )
+    answer_logits_only: bool = field(
+        default=False, metadata={"help": "compute the LM head only at the positions the loss reads (the answer), "
+                                         "not at every prompt position; same loss and gradients, less work and memory"}
     )
 
     def auc_examples(self, n_eval: int | None) -> int:
@@ -134,6 +139,7 @@ def validate(cfg: Mapping[str, Any], data_required: bool = True, model_required:
     lf = {k: v for k, v in typed.items() if k not in MOVIEREC_KEYS}
     mr = MovierecArguments(**{k: v for k, v in typed.items() if k in MOVIEREC_KEYS})
     problems += check_ranges(lf, mr.to_dict()) + check_early_stopping(lf, mr.to_dict())
+    problems += check_answer_logits(lf, mr.to_dict())
     if not any(p.startswith("dataset_dir:") for p in problems):
         found = _check_datasets(lf)
         missing = [p for p in found if p.endswith(NOT_PREPARED)]

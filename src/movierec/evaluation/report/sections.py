@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from movierec.data import hybrid
 from movierec.evaluation.report.markdown import NA, dur, fmt, kv, metrics_table, table
 from movierec.evaluation.report.stats import (
     PEAK_WINDOW,
@@ -86,8 +87,8 @@ def dataset(run: dict) -> str:
     cutoff = manifest.get("cutoff_utc", manifest.get("cutoff_timestamp"))
     out.append(f"From `{run['manifest_path']}`: {fmt(counts.get('ratings'))} ratings by {fmt(counts.get('users'))} "
                f"users of {fmt(counts.get('movies'))} movies; cutoff {cutoff} (train targets before it, eval at or "
-               f"after); like = rating >= {fmt(data_cfg.get('like_threshold'))}; prompts show the "
-               f"{fmt(data_cfg.get('history_len'))} latest earlier ratings.\n\n")
+               f"after); like = rating >= {fmt(data_cfg.get('like_threshold'))}; prompts show "
+               f"{hybrid.describe(data_cfg)}.\n\n")
     splits = manifest.get("splits") or {}
     out.append(table(["Split", "Examples", "Positive Rate", "Users", "Warm Share", "Cold Share"], [
         [name, fmt(s.get("examples", counts.get(name))), fmt(s.get("positive_rate"), 3), fmt(s.get("users")),
