@@ -67,9 +67,16 @@ def _load(out: Path) -> tuple[list[dict], list[dict], dict]:
             json.loads((out / "manifest.json").read_text()))
 
 
+def _valid(out: Path) -> list[dict]:
+    """The validation examples (the blend weight's): built as train examples, options included."""
+    return read_jsonl(out / DatasetDir.VALID)
+
+
 def test_every_field_recomputed_by_a_plain_loop(hybrid_data):
     base, raw, _ = hybrid_data
     train, eval_, manifest = _load(base / "out")
+    valid = _valid(base / "out")
+    assert len(valid) > 20
     ratings = pd.read_csv(raw / "ratings.csv").sort_values(["userId", "timestamp", "movieId"], ignore_index=True)
     movies = pd.read_parquet(base / "out" / "movies.parquet").set_index("movieId")
     cfg, cutoff = manifest["config"], manifest["cutoff_timestamp"]
@@ -85,7 +92,7 @@ def test_every_field_recomputed_by_a_plain_loop(hybrid_data):
     vectors = [hybrid._vectors(f, threshold, n_movies, cfg["seed"]) for f in fits]
     models = [mf.fit(f, threshold, n_movies, cfg["seed"]) for f in fits]
     cf_checks, fallbacks = [], 0
-    for ex in train + eval_:
+    for ex in train + eval_ + valid:
         u, m, t = ex["user_id"], ex["movie_id"], ex["timestamp"]
         earlier = [row for row in visible[visible.userId == u].itertuples() if row.timestamp < t]
         j = max((i for i, s in enumerate(starts) if s <= t), default=None)
@@ -111,7 +118,8 @@ def test_every_field_recomputed_by_a_plain_loop(hybrid_data):
         cf_checks.append((ex, j, earlier, cf))
     _check_cf(cf_checks, models, manifest, threshold)
     counts = manifest["prompt_options"]["counts"]
-    assert counts["train"]["recency_fallback"] + counts["eval"]["recency_fallback"] == fallbacks
+    assert sum(counts[name]["recency_fallback"] for name in ("train", "eval", "valid")) == fallbacks
+    assert counts["valid"]["examples"] == len(valid)
     assert counts["train"]["relevant_history"] + counts["train"]["recency_fallback"] == len(train)
 
 
@@ -140,7 +148,7 @@ def _check_cf(checks: list, models: list, manifest: dict, threshold: float) -> N
             p = float(c[3].split("estimate: ")[1].split(" ")[0])
             assert abs(p - 1 / (1 + np.exp(-(a * score + b)))) < 0.0051, (c[0], p, score)
     counts = manifest["prompt_options"]["counts"]
-    assert counts["train"]["cf_unavailable"] + counts["eval"]["cf_unavailable"] == unavailable
+    assert sum(counts[name]["cf_unavailable"] for name in ("train", "eval", "valid")) == unavailable
 
 
 def _perturbed(raw: Path, dest: Path, flip) -> Path:
@@ -160,6 +168,7 @@ def test_no_field_moves_when_the_target_or_a_later_rating_changes(hybrid_data):
     eval prompts stay the same (an eval prompt never sees another eval target)."""
     base, raw, config = hybrid_data
     train, eval_, _ = _load(base / "out")
+    train = train + _valid(base / "out")  # validation targets lie in the train period, built by the same rules
     t_train = sorted(e["timestamp"] for e in train)[len(train) // 2]
     t_eval = sorted(e["timestamp"] for e in eval_)[len(eval_) // 2]
     eval_keys = pd.Series([(e["user_id"], e["movie_id"]) for e in eval_])
@@ -170,6 +179,7 @@ def test_no_field_moves_when_the_target_or_a_later_rating_changes(hybrid_data):
         assert prepare(config, "--input", str(_perturbed(raw, base / f"raw{i}", flip)), "--out", str(out)) == 0
         before = {(e["user_id"], e["movie_id"]): e for e in train + eval_}
         new_train, new_eval, _ = _load(out)
+        new_train += _valid(out)
         after = {(e["user_id"], e["movie_id"]): e for e in new_train + new_eval}
         assert before.keys() == after.keys()
         kept = [k for k, e in before.items() if e["timestamp"] <= t]

@@ -106,15 +106,19 @@ def describe(cfg: Mapping[str, Any]) -> str:
 
 def apply(table: pa.Table, parts: Split, cfg: DataConfig) -> tuple[Split, dict[str, tuple], dict[str, Any]]:
     """The split with relevant histories (when chosen), each split's extra prompt lines (user line or None,
-    tail lines) for render_inputs, and the manifest's record of the options."""
+    tail lines) for render_inputs, and the manifest's record of the options. Train, eval and validation
+    examples get the same options by the same rules: the blend weight picked on validation examples is
+    only right for the eval ones if the LLM sees the same prompt on both."""
     options = {k: getattr(cfg, k) for k in ("history_select", "candidate_stats", "user_stats", "cf_score")}
+    names = ("train", "eval", "valid")  # validation examples are built as train examples are (split.py)
     if not any_option(cfg):
-        return parts, {"train": (None, []), "eval": (None, [])}, {**options, "counts": None}
+        return parts, {name: (None, []) for name in names}, {**options, "counts": None}
     r = Ratings.of(table, parts.eval.target)
     need = cfg.cf_score or cfg.history_select == "relevant"
     windows = fit_windows(r, window_starts(r.ts, parts.cutoff, cfg.cutoff_quantile), cfg) if need else []
     lines, counts, new = {}, {}, {}
-    for name, ex in (("train", parts.train), ("eval", parts.eval)):
+    for name in [n for n in names if len(getattr(parts, n).target)]:
+        ex = getattr(parts, name)
         lo, hi = r.earlier(ex.target)
         k = window_of(r.ts[ex.target], windows)
         c: dict[str, int] = {"examples": len(ex.target)}
@@ -139,7 +143,7 @@ def apply(table: pa.Table, parts: Split, cfg: DataConfig) -> tuple[Split, dict[s
         lines[name], counts[name] = (user_line, tail), c
     record = {**options, "counts": counts,
               "windows": [{"fit_before": w.start, **w.info} for w in windows] if windows else None}
-    return replace(parts, train=new["train"], eval=new["eval"]), lines, record
+    return replace(parts, **new), lines, record
 
 
 def window_starts(ts: np.ndarray, cutoff: int, cutoff_quantile: float) -> np.ndarray:

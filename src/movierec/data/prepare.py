@@ -145,7 +145,8 @@ def build(data: MovieLens, cfg: DataConfig,
              d.RATINGS: _parquet(r), d.MOVIES: _parquet(data.movies)}
     n_valid = len(parts.valid.target)
     if n_valid:  # built as train examples are (split.py); evaluate picks its blend weight on them
-        files[d.VALID], valid_label, _ = _records(data, parts.valid, np.ones(n_valid, dtype=bool), cfg)
+        files[d.VALID], valid_label, _ = _records(data, parts.valid, np.ones(n_valid, dtype=bool), cfg,
+                                                  extra["valid"])
     summary = {
         "cutoff_timestamp": parts.cutoff,
         "cutoff_utc": datetime.fromtimestamp(parts.cutoff, tz=UTC).isoformat(),
