@@ -7,7 +7,8 @@ the tiny model trained on each (configs/tiny_ml100k.yaml), every baseline and th
         --out output/ablation-demo --model output/tiny-qwen3
 
 Writes OUT/table.md (AUC [95% interval], UAUC, HR@10, NDCG@10, the paired AUC difference from the best
-baseline with its interval, steps and training time) and OUT/ablation.json. A variant already done (its
+baseline with its interval, the blend's paired difference from each of its parts, steps and training time)
+and OUT/ablation.json. `--table-only` rebuilds the table from the finished variants. A variant already done (its
 metrics.json exists) is not trained again: rerun after an interruption to finish the rest.
 """
 
@@ -41,6 +42,8 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
     slug = name.replace(" ", "-").replace("/", "-").replace("+", "plus")
     data, run = args.out / "data" / slug, args.out / "runs" / slug
     metrics = run / "metrics.json"
+    if not metrics.is_file() and args.table_only:
+        sys.exit(f"error: {name}: not finished ({metrics} missing); run without --table-only")
     if not metrics.is_file():
         movierec("prepare", "--config", str(args.config), "--input", str(args.raw), "--out", str(data),
                  *[x for o in overrides for x in ("--override", o)])
@@ -69,33 +72,39 @@ def _cell(block: dict, key: str = "auc") -> str:
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
 
 
-def _row(name: str, overall: dict, ranking: dict | None, paired: dict | None, steps="", seconds="") -> str:
+def _diff(pair: dict | None) -> str:
+    if not pair:
+        return "—"
+    d = pair["comparison"]["auc"]
+    return f"{d['diff']:+.3f} [{d['diff_ci95'][0]:+.3f}, {d['diff_ci95'][1]:+.3f}]"
+
+
+def _row(name: str, overall: dict, ranking: dict | None, paired: dict | None, parts: dict | None = None,
+         steps="", seconds="") -> str:
     r = ranking or {}
-    diff = "—"
-    if paired:
-        d = paired["comparison"]["auc"]
-        diff = f"{d['diff']:+.3f} [{d['diff_ci95'][0]:+.3f}, {d['diff_ci95'][1]:+.3f}] vs {paired['baseline']}"
+    versus = f"{_diff(paired)} vs {paired['baseline']}" if paired else "—"
+    own = f"{_diff(parts['llm'])}; {_diff(parts['mf'])}" if parts else "—"
     hr, ndcg = r.get("hr@10"), r.get("ndcg@10")
     return (f"| {name} | {_cell(overall)} | {_cell(overall, 'uauc')} | {'—' if hr is None else f'{hr:.3f}'} | "
-            f"{'—' if ndcg is None else f'{ndcg:.3f}'} | {diff} | {steps} | {seconds} |\n")
+            f"{'—' if ndcg is None else f'{ndcg:.3f}'} | {versus} | {own} | {steps} | {seconds} |\n")
 
 
 def table(results: list[dict]) -> str:
-    out = ["| row | AUC [95% CI] | UAUC | HR@10 | NDCG@10 | ΔAUC vs best baseline [95% CI] | steps | train time |\n",
-           "|---|---|---|---|---|---|---|---|\n"]
+    out = ["| row | AUC [95% CI] | UAUC [95% CI] | HR@10 | NDCG@10 | ΔAUC vs best baseline [95% CI] | "
+           "blend minus LLM; minus mf | steps | train time |\n", "|---|---|---|---|---|---|---|---|---|\n"]
     eval_rows = set()
     for r in results:
         m = r["metrics"]
         eval_rows.add(m["n"])
-        out.append(_row(f"LLM, {r['variant']}", m["metrics"]["overall"], m.get("ranking"), m.get("paired"),
+        out.append(_row(f"LLM, {r['variant']}", m["metrics"]["overall"], m.get("ranking"), m.get("paired"), None,
                         r["steps"], f"{r['train_seconds'] / 60:.1f} min"))
         if m.get("blend"):
             b = m["blend"]
             out.append(_row(f"llm+mf (w={b['weight']:g}), {r['variant']}", b["metrics"]["overall"], None,
-                            b.get("paired")))
+                            b.get("paired"), b.get("vs_parts")))
     base = results[0]["baselines"]
     for name, block in base["baselines"].items():
-        out.append(_row(f"baseline: {name}", block["overall"], (base.get("ranking") or {}).get(name), None))
+        out.append(_row(f"baseline: {name}", block["overall"], block.get("ranking"), None))
     if len(eval_rows) != 1:
         out.append(f"\nwarning: the variants scored different numbers of eval examples: {sorted(eval_rows)}\n")
     return "".join(out)
@@ -103,7 +112,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--raw", type=Path, required=True, help="the MovieLens input (zip or folder) every variant prepares")
+    p.add_argument("--raw", type=Path, help="the MovieLens input (zip or folder) every variant prepares")
     p.add_argument("--out", type=Path, default=ROOT / "output" / "ablation", help="where data, runs and the table go")
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "data" / "movielens_100k.yaml",
                    help="the reference data config; each variant adds its options as overrides")
@@ -112,8 +121,9 @@ def main() -> int:
     p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every training run, e.g. max_steps=300 for a quick look")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="rows to run")
+    p.add_argument("--table-only", action="store_true", help="only rebuild the table from finished variants")
     args = p.parse_args()
-    if not args.raw.exists():
+    if not args.table_only and (args.raw is None or not args.raw.exists()):
         sys.exit(f"error: --raw {args.raw}: not found")
     results = [run_variant(name, VARIANTS[name], args) for name in args.variants]
     args.out.mkdir(parents=True, exist_ok=True)

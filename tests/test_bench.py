@@ -78,8 +78,10 @@ TINY_BF16_FAST = ROOT / "configs/demo_tiny_lora_bf16_fast.yaml"
 METHOD = ["model_name_or_path", "template", "lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora",
           "dataset", "eval_dataset", "num_train_epochs", "lr_scheduler_type", "warmup_ratio", "adam_beta1",
           "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "bf16", "metric_for_best_model", "seed"]
-# the same AdamW update in one kernel, and no per-step loss check: same optimisation (the configs say why)
-SAME_OPTIMISATION = {"optim": ("adamw_torch", "adamw_torch_fused"), "logging_nan_inf_filter": (None, False)}
+# the same AdamW update in one kernel, no per-step loss check, the LM head only where the loss reads it (same
+# loss and gradients, tests/test_levers.py): same optimisation (the configs say why)
+SAME_OPTIMISATION = {"optim": ("adamw_torch", "adamw_torch_fused"), "logging_nan_inf_filter": (None, False),
+                     "answer_logits_only": (None, True)}
 QUANTIZATION = ["quantization_bit", "quantization_method", "quantization_type", "double_quantization"]
 # the throughput knobs a fast profile may change (and output_dir); anything else must equal its reference
 KNOBS = {"per_device_train_batch_size", "gradient_accumulation_steps", "group_by_length", "learning_rate",

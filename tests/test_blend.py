@@ -65,6 +65,18 @@ def test_weight_is_picked_on_validation_labels_never_on_eval_labels():
     assert compare.compare(records, llm, valid, llm_v, base, n_boot=50)[1]["weight"] <= 0.2
 
 
+def test_the_blend_is_compared_with_each_of_its_parts():
+    """`vs_parts`: the blend minus the LLM and minus mf, paired on the same examples (a = the blend)."""
+    records, llm, valid, llm_v, base = _case("llm", np.random.default_rng(1))
+    _, b, _ = compare.compare(records, llm, valid, llm_v, base, n_boot=50)
+    y = np.array([r["label"] for r in records])
+    for part, scores in (("llm", llm), ("mf", base.eval.mf.to_numpy())):
+        d = b["vs_parts"][part]["comparison"]["auc"]
+        assert d["a"] == pytest.approx(b["metrics"]["overall"]["auc"]) and d["b"] == pytest.approx(auc(y, scores))
+        assert d["diff"] == pytest.approx(d["a"] - d["b"]) and d["diff_ci95"][0] <= d["diff"] <= d["diff_ci95"][1]
+    assert b["vs_parts"]["mf"]["comparison"]["auc"]["diff"] > 0.1  # the informative LLM carries the blend
+
+
 def test_choose_weight_grid_and_ties():
     y = np.array([0, 0, 1, 1])
     w, aucs = choose_weight(y, [0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4])  # equal parts: every w ties

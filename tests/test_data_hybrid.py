@@ -57,7 +57,8 @@ def hybrid_data(tmp_path_factory):
     base = tmp_path_factory.mktemp("hybrid")
     raw = base / "raw"
     synth.write(raw, 300, 150, 12_000, 0)  # the smallest window needs >= 32 users: synth's users arrive over time
-    config = write_config(base / "data.yaml", input=str(raw), out_dir=str(base / "out"), ranking_users=0, **ALL_ON)
+    config = write_config(base / "data.yaml", input=str(raw), out_dir=str(base / "out"), ranking_users=8,
+                          ranking_negatives=15, **ALL_ON)
     assert prepare(config) == 0
     return base, raw, config
 
@@ -72,11 +73,16 @@ def _valid(out: Path) -> list[dict]:
     return read_jsonl(out / DatasetDir.VALID)
 
 
+def _ranking(out: Path) -> list[dict]:
+    """The ranking lists' candidates: prompts as of the list's ranking time (`timestamp`), options included."""
+    return read_jsonl(out / DatasetDir.RANKING)
+
+
 def test_every_field_recomputed_by_a_plain_loop(hybrid_data):
     base, raw, _ = hybrid_data
     train, eval_, manifest = _load(base / "out")
-    valid = _valid(base / "out")
-    assert len(valid) > 20
+    valid, ranking = _valid(base / "out"), _ranking(base / "out")
+    assert len(valid) > 20 and {r["kind"] for r in ranking} == {"target", "sampled"}
     ratings = pd.read_csv(raw / "ratings.csv").sort_values(["userId", "timestamp", "movieId"], ignore_index=True)
     movies = pd.read_parquet(base / "out" / "movies.parquet").set_index("movieId")
     cfg, cutoff = manifest["config"], manifest["cutoff_timestamp"]
@@ -92,7 +98,7 @@ def test_every_field_recomputed_by_a_plain_loop(hybrid_data):
     vectors = [hybrid._vectors(f, threshold, n_movies, cfg["seed"]) for f in fits]
     models = [mf.fit(f, threshold, n_movies, cfg["seed"]) for f in fits]
     cf_checks, fallbacks = [], 0
-    for ex in train + eval_ + valid:
+    for ex in train + eval_ + valid + ranking:
         u, m, t = ex["user_id"], ex["movie_id"], ex["timestamp"]
         earlier = [row for row in visible[visible.userId == u].itertuples() if row.timestamp < t]
         j = max((i for i, s in enumerate(starts) if s <= t), default=None)
@@ -114,12 +120,12 @@ def test_every_field_recomputed_by_a_plain_loop(hybrid_data):
             [candidate_stats_line(len(movie_r), np.mean(movie_r) if movie_r else 0.0)])
         text, cf = ex["input"].rsplit("\n", 1)
         assert text == expected, (ex, expected)
-        assert ex["history_len"] == len(shown)
+        assert ex.get("history_len", len(shown)) == len(shown)  # ranking lines carry no history_len
         cf_checks.append((ex, j, earlier, cf))
     _check_cf(cf_checks, models, manifest, threshold)
     counts = manifest["prompt_options"]["counts"]
-    assert sum(counts[name]["recency_fallback"] for name in ("train", "eval", "valid")) == fallbacks
-    assert counts["valid"]["examples"] == len(valid)
+    assert sum(counts[name]["recency_fallback"] for name in ("train", "eval", "valid", "ranking")) == fallbacks
+    assert counts["valid"]["examples"] == len(valid) and counts["ranking"]["examples"] == len(ranking)
     assert counts["train"]["relevant_history"] + counts["train"]["recency_fallback"] == len(train)
 
 
@@ -148,7 +154,7 @@ def _check_cf(checks: list, models: list, manifest: dict, threshold: float) -> N
             p = float(c[3].split("estimate: ")[1].split(" ")[0])
             assert abs(p - 1 / (1 + np.exp(-(a * score + b)))) < 0.0051, (c[0], p, score)
     counts = manifest["prompt_options"]["counts"]
-    assert sum(counts[name]["cf_unavailable"] for name in ("train", "eval", "valid")) == unavailable
+    assert sum(counts[name]["cf_unavailable"] for name in ("train", "eval", "valid", "ranking")) == unavailable
 
 
 def _perturbed(raw: Path, dest: Path, flip) -> Path:
@@ -241,3 +247,15 @@ def test_describe_says_what_the_prompt_shows():
         "the 5 earlier ratings most similar to the candidate (relevant history) plus a collaborative filtering estimate")
     assert describe({"history_len": 10, "user_stats": True, "candidate_stats": True, "cf_score": True}).endswith(
         "plus the user's rating statistics, the candidate's rating statistics and a collaborative filtering estimate")
+
+
+@pytest.mark.parametrize("options", [False, True], ids=["reference", "all-options"])
+def test_a_ranking_list_shows_its_first_target_the_eval_prompt(options, hybrid_data, prepared_data):
+    """A list ranks as of its user's first eval target: that target's candidate prompt is the eval example's
+    own, byte for byte, with or without prompt options (the LLM scores the same text in both places)."""
+    out = hybrid_data[0] / "out" if options else prepared_data
+    _, eval_, _ = _load(out)
+    by_key = {(e["user_id"], e["movie_id"], e["timestamp"]): e["input"] for e in eval_}
+    firsts = [r for r in _ranking(out) if (r["user_id"], r["movie_id"], r["timestamp"]) in by_key]
+    assert len(firsts) >= len({r["list_id"] for r in _ranking(out)})  # every list's first target is there
+    assert all(r["input"] == by_key[(r["user_id"], r["movie_id"], r["timestamp"])] for r in firsts)

@@ -195,6 +195,7 @@ def test_missing_optional_package_stops_before_any_model_loads(override, package
     monkeypatch.setattr(movierec.train.checks, "installed", lambda module: module not in ("liger_kernel", "flash_attn"))
     out = tmp_path / "out"
     rc = main(["train", "--config", FAST, "--device", "cpu", "--override", override, "--override", f"output_dir={out}",
+               "--override", "answer_logits_only=false",  # the fast profile's, which Liger replaces (tested below)
                "--override", f"dataset_dir={prepared_data}",
                "--override", f"model_name_or_path={_not_a_model(tmp_path)}"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -68,9 +68,13 @@ class Ratings:
 
     def earlier(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Positions [lo, hi) in `visible` of each target's user's visible ratings strictly before it."""
+        return self.earlier_at(self.user[target], self.ts[target])
+
+    def earlier_at(self, user: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions [lo, hi) in `visible` of each user's visible ratings strictly before time ts."""
         key = _key(self.user, self.ts)
-        first_of_user = np.searchsorted(self.user, self.user[target])
-        first_of_second = np.searchsorted(key, key[target])
+        first_of_user = np.searchsorted(self.user, user)
+        first_of_second = np.searchsorted(key, _key(user, ts))
         before = np.searchsorted(self.visible, np.arange(len(self.user) + 1))  # visible rows before each row
         return before[first_of_user], before[first_of_second]
 
@@ -104,28 +108,53 @@ def describe(cfg: Mapping[str, Any]) -> str:
     return shown + (" plus " + ", ".join(extra[:-1]) + (" and " if len(extra) > 1 else "") + extra[-1] if extra else "")
 
 
-def apply(table: pa.Table, parts: Split, cfg: DataConfig) -> tuple[Split, dict[str, tuple], dict[str, Any]]:
+def apply(table: pa.Table, parts: Split,
+          cfg: DataConfig) -> tuple[Split, dict[str, tuple], dict[str, Any], Options | None]:
     """The split with relevant histories (when chosen), each split's extra prompt lines (user line or None,
-    tail lines) for render_inputs, and the manifest's record of the options. Train, eval and validation
-    examples get the same options by the same rules: the blend weight picked on validation examples is
-    only right for the eval ones if the LLM sees the same prompt on both."""
+    tail lines) for render_inputs, the manifest's record of the options, and the fitted Options (None when
+    every option is off) that render the ranking lists' prompts by the same rules. Train, eval and
+    validation examples get the same options by the same rules: the blend weight picked on validation
+    examples is only right for the eval ones if the LLM sees the same prompt on both."""
     options = {k: getattr(cfg, k) for k in ("history_select", "candidate_stats", "user_stats", "cf_score")}
     names = ("train", "eval", "valid")  # validation examples are built as train examples are (split.py)
     if not any_option(cfg):
-        return parts, {name: (None, []) for name in names}, {**options, "counts": None}
+        return parts, {name: (None, []) for name in names}, {**options, "counts": None}, None
     r = Ratings.of(table, parts.eval.target)
     need = cfg.cf_score or cfg.history_select == "relevant"
-    windows = fit_windows(r, window_starts(r.ts, parts.cutoff, cfg.cutoff_quantile), cfg) if need else []
+    fitted = Options(r, fit_windows(r, window_starts(r.ts, parts.cutoff, cfg.cutoff_quantile), cfg) if need else [],
+                     cfg)
     lines, counts, new = {}, {}, {}
     for name in [n for n in names if len(getattr(parts, n).target)]:
         ex = getattr(parts, name)
-        lo, hi = r.earlier(ex.target)
-        k = window_of(r.ts[ex.target], windows)
-        c: dict[str, int] = {"examples": len(ex.target)}
+        new[name], lines[name], counts[name] = fitted.render(ex, r.user[ex.target], r.ts[ex.target],
+                                                             r.movie[ex.target])
+    record = {**options, "counts": counts,
+              "windows": [{"fit_before": w.start, **w.info} for w in fitted.windows] if fitted.windows else None}
+    return replace(parts, **new), lines, record, fitted
+
+
+@dataclass(frozen=True)
+class Options:
+    """A data config's prompt options, fitted once (time windows, movie vectors, CF models) on prepare's
+    ratings: renders the option parts of any prompt given its user, time and candidate movie."""
+
+    r: Ratings
+    windows: list[Window]
+    cfg: DataConfig
+
+    def render(self, ex: Examples, user: np.ndarray, ts: np.ndarray,
+               movie: np.ndarray) -> tuple[Examples, tuple, dict[str, int]]:
+        """For prompts of `user` at time `ts` about candidate `movie` (one each per example of `ex`, whose
+        histories are the recency ones): the examples with relevant histories when chosen, the (user line or
+        None, tail lines) for render_inputs, and the counts for the manifest. Only visible ratings strictly
+        before `ts` are read."""
+        r, cfg, windows = self.r, self.cfg, self.windows
+        lo, hi = r.earlier_at(user, ts)
+        k = window_of(ts, windows)
+        c: dict[str, int] = {"examples": len(movie)}
         if cfg.history_select == "relevant":
-            ex, fallback = relevant(r, ex, lo, hi, k, windows, cfg.history_len)
+            ex, fallback = relevant(r, ex, movie, lo, hi, k, windows, cfg.history_len)
             c |= {"relevant_history": int((~fallback).sum()), "recency_fallback": int(fallback.sum())}
-        new[name] = ex
         user_line, tail = None, []
         if cfg.user_stats:
             n, mean, like = user_stats(r, lo, hi, cfg.like_threshold)
@@ -133,17 +162,14 @@ def apply(table: pa.Table, parts: Split, cfg: DataConfig) -> tuple[Split, dict[s
                                  dtype=object)
             c["user_without_earlier_ratings"] = int((n == 0).sum())
         if cfg.candidate_stats:
-            n, mean = candidate_stats(r, ex.target)
+            n, mean = candidate_stats(r, movie, ts)
             tail.append(np.array([candidate_stats_line(*x) for x in zip(n.tolist(), mean.tolist())], dtype=object))
             c["candidate_without_earlier_ratings"] = int((n == 0).sum())
         if cfg.cf_score:
-            p = cf_scores(r, ex.target, lo, hi, k, windows, cfg.like_threshold)
+            p = cf_scores(r, movie, lo, hi, k, windows, cfg.like_threshold)
             tail.append(np.array([cf_line(x) for x in np.round(p, 2).tolist()], dtype=object))
             c |= {"cf_score": int((~np.isnan(p)).sum()), "cf_unavailable": int(np.isnan(p).sum())}
-        lines[name], counts[name] = (user_line, tail), c
-    record = {**options, "counts": counts,
-              "windows": [{"fit_before": w.start, **w.info} for w in windows] if windows else None}
-    return replace(parts, **new), lines, record
+        return ex, (user_line, tail), c
 
 
 def window_starts(ts: np.ndarray, cutoff: int, cutoff_quantile: float) -> np.ndarray:
@@ -197,7 +223,7 @@ def _calibrate(r: Ratings, model, lo_ts: int, hi_ts: int, cfg: DataConfig, j: in
     pool = r.visible[(vis_ts >= lo_ts) & (vis_ts < hi_ts)]
     rows = np.sort(np.random.default_rng([cfg.seed, 2, j]).permutation(pool)[:CALIBRATION_ROWS])
     lo, hi = r.earlier(rows)
-    s = _fold_in(r, model, rows, lo, hi, cfg.like_threshold)
+    s = _fold_in(r, model, r.movie[rows], lo, hi, cfg.like_threshold)
     y = r.rating[rows] >= cfg.like_threshold
     if len(np.unique(y)) < 2:  # a single label: no slope to learn, the base rate
         rate = float(np.clip(y.mean() if len(y) else 0.5, 0.01, 0.99))
@@ -206,23 +232,24 @@ def _calibrate(r: Ratings, model, lo_ts: int, hi_ts: int, cfg: DataConfig, j: in
     return (float(lr.coef_[0, 0]), float(lr.intercept_[0])), len(rows)
 
 
-def _fold_in(r: Ratings, model, target: np.ndarray, lo: np.ndarray, hi: np.ndarray, threshold: float) -> np.ndarray:
+def _fold_in(r: Ratings, model, movies: np.ndarray, lo: np.ndarray, hi: np.ndarray, threshold: float) -> np.ndarray:
     from movierec.evaluation.baselines import mf
     from movierec.evaluation.baselines.features import Histories
 
     h = Histories(r.movie[r.visible].astype(np.int64), r.rating[r.visible], lo, hi)
-    return mf.scores(model, h, r.movie[target].astype(np.int64), threshold)
+    return mf.scores(model, h, movies.astype(np.int64), threshold)
 
 
-def cf_scores(r: Ratings, target: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: np.ndarray,
+def cf_scores(r: Ratings, movies: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: np.ndarray,
               windows: list[Window], threshold: float) -> np.ndarray:
-    """Calibrated P(like) per target from its window's model; NaN without a model or a candidate vector."""
-    p = np.full(len(target), np.nan)
+    """Calibrated P(like) per candidate movie from its window's model, the user folded in from the visible
+    ratings [lo, hi); NaN without a model or a candidate vector."""
+    p = np.full(len(movies), np.nan)
     for j in np.unique(k[k >= 0]).tolist():
         w, mine = windows[j], np.flatnonzero(k == j)
-        s = _fold_in(r, w.model, target[mine], lo[mine], hi[mine], threshold)
+        s = _fold_in(r, w.model, movies[mine], lo[mine], hi[mine], threshold)
         a, b = w.calibration
-        fitted = w.model.column[r.movie[target[mine]]] >= 0
+        fitted = w.model.column[movies[mine]] >= 0
         p[mine] = np.where(fitted, 1 / (1 + np.exp(-(a * s + b))), np.nan)
     return p
 
@@ -237,24 +264,23 @@ def user_stats(r: Ratings, lo: np.ndarray, hi: np.ndarray, threshold: float) -> 
     return n, (total[hi] - total[lo]) / safe, (likes[hi] - likes[lo]) / safe
 
 
-def candidate_stats(r: Ratings, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(count, mean rating) of the visible ratings of each target's movie strictly before its time."""
+def candidate_stats(r: Ratings, m: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(count, mean rating) of the visible ratings of each movie m strictly before time t."""
     rows = r.visible[np.lexsort((r.ts[r.visible], r.movie[r.visible]))]
     key = _key(r.movie[rows], r.ts[rows])
     total = np.concatenate([[0.0], np.cumsum(r.rating[rows])])
-    m, t = r.movie[target], r.ts[target]
     lo = np.searchsorted(key, _key(m, np.full_like(t, -(1 << 31))))
     hi = np.searchsorted(key, _key(m, t))
     n = hi - lo
     return n, (total[hi] - total[lo]) / np.maximum(n, 1)
 
 
-def relevant(r: Ratings, ex: Examples, lo: np.ndarray, hi: np.ndarray, k: np.ndarray, windows: list[Window],
-             history_len: int) -> tuple[Examples, np.ndarray]:
-    """Examples whose histories are the history_len earlier visible ratings most similar to the candidate,
-    oldest first; and which examples fell back to recency (no window yet, or a candidate without a vector)."""
+def relevant(r: Ratings, ex: Examples, cand: np.ndarray, lo: np.ndarray, hi: np.ndarray, k: np.ndarray,
+             windows: list[Window], history_len: int) -> tuple[Examples, np.ndarray]:
+    """Examples whose histories are the history_len earlier visible ratings [lo, hi) most similar to the
+    candidate movie `cand`, oldest first; and which examples fell back to recency (no window yet, or a
+    candidate without a vector)."""
     n = len(ex.target)
-    cand = r.movie[ex.target]
     has = [(w.vectors != 0).any(1) for w in windows]
     fallback = k < 0
     for j in np.unique(k[k >= 0]).tolist():
@@ -337,7 +363,7 @@ def for_candidates(ratings: pd.DataFrame, cfg: DataConfig, user_id: int,
     length = np.minimum(hi - lo, cfg.history_len)
     ex = Examples(target, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), length)
     if cfg.history_select == "relevant":
-        ex, _ = relevant(r, ex, lo, hi, k, windows, cfg.history_len)
+        ex, _ = relevant(r, ex, r.movie[target], lo, hi, k, windows, cfg.history_len)
     else:
         ex = Examples(target, r.visible[np.concatenate([np.arange(b - n, b) for b, n in zip(hi, length)])],
                       np.repeat(np.arange(len(target)), length), length)
@@ -346,9 +372,9 @@ def for_candidates(ratings: pd.DataFrame, cfg: DataConfig, user_id: int,
         if cfg.user_stats else None
     tails: list[list[str]] = [[] for _ in movie_ids]
     if cfg.candidate_stats:
-        for t, n, mean in zip(tails, *candidate_stats(r, target)):
+        for t, n, mean in zip(tails, *candidate_stats(r, r.movie[target], r.ts[target])):
             t.append(candidate_stats_line(int(n), float(mean)))
     if cfg.cf_score:
-        for t, p in zip(tails, np.round(cf_scores(r, target, lo, hi, k, windows, cfg.like_threshold), 2)):
+        for t, p in zip(tails, np.round(cf_scores(r, r.movie[target], lo, hi, k, windows, cfg.like_threshold), 2)):
             t.append(cf_line(float(p)))
     return both, shown, user_line, tails

@@ -44,8 +44,9 @@ from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 
 # bump when the output format changes, so old outputs count as stale (3: manifest files hold size + sha256;
-# titles' line breaks become spaces; 5: the validation examples)
-FORMAT_VERSION = 5
+# titles' line breaks become spaces; 5: the validation examples; 6: validation examples and ranking lists carry
+# the prompt options)
+FORMAT_VERSION = 6
 
 
 def main(args: argparse.Namespace) -> int:
@@ -134,7 +135,7 @@ def build(data: MovieLens, cfg: DataConfig,
     when the input came with the generator's truth)."""
     r = data.ratings
     user, ts = r[USER].to_numpy(), r[TIMESTAMP].to_numpy()
-    parts, extra, prompt_options = hybrid.apply(r, split(user, ts, cfg), cfg)
+    parts, extra, prompt_options, options = hybrid.apply(r, split(user, ts, cfg), cfg)
     warm = np.isin(user[parts.eval.target], user[parts.train.target])
     train_lines, train_label, train_chars = _records(data, parts.train, np.ones(cfg.n_train, dtype=bool), cfg,
                                                      extra["train"])
@@ -174,7 +175,10 @@ def build(data: MovieLens, cfg: DataConfig,
         summary["splits"]["valid"] = {"positive_rate": _round(valid_label.mean()),
                                       "users": _n_unique(user[parts.valid.target])}
     if cfg.ranking_users:
-        files[d.RANKING], summary["ranking"] = ranking_lines(data, parts.eval.target, eval_label, cfg)
+        files[d.RANKING], summary["ranking"], ranking_counts = ranking_lines(data, parts.eval.target, eval_label,
+                                                                            cfg, options)
+        if ranking_counts:
+            prompt_options["counts"]["ranking"] = ranking_counts
     if truth is not None:
         summary["oracle"] = oracle(truth, eval_users, r[MOVIE].to_numpy()[parts.eval.target], eval_label,
                                    warm, cfg.like_threshold)

@@ -8,7 +8,9 @@ rated, sampled with the seed in proportion to their number of ratings (popularit
 negatives are mostly obscure movies, which any popularity signal ranks last, so the metrics would
 mostly measure popularity; weighting by popularity makes the list resemble what a user is shown).
 The lists are written once by `prepare` (ranking.jsonl), so every model and every rerun ranks the
-same candidates.
+same candidates. With prompt options (data/hybrid.py) each candidate's prompt carries them as an eval
+example's would, as of the ranking time: relevant history for that candidate, statistics and the CF
+estimate from the visible ratings before it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from movierec.data.config import DataConfig
 from movierec.data.fields import LIST_ID, MOVIE_ID, RELEVANT, USER_ID
+from movierec.data.hybrid import Options
 from movierec.data.movielens import (
     GENRES,
     MOVIE,
@@ -28,12 +31,14 @@ from movierec.data.movielens import (
     USER,
     MovieLens,
 )
-from movierec.data.prompts import render_input
+from movierec.data.prompts import render_input, render_inputs
+from movierec.data.split import Examples
 
 
-def ranking_lines(data: MovieLens, eval_target: np.ndarray, eval_label: np.ndarray,
-                  cfg: DataConfig) -> tuple[bytes, dict]:
-    """ranking.jsonl's bytes (one line per candidate) and the manifest's summary of the lists."""
+def ranking_lines(data: MovieLens, eval_target: np.ndarray, eval_label: np.ndarray, cfg: DataConfig,
+                  options: Options | None = None) -> tuple[bytes, dict, dict | None]:
+    """ranking.jsonl's bytes (one line per candidate), the manifest's summary of the lists, and the prompt
+    options' counts (None without options)."""
     r = data.ratings
     user, movie, ts, rating = (r[c].to_numpy() for c in (USER, MOVIE, TIMESTAMP, RATING))
     movie_ids = data.movies[MOVIE].to_numpy()
@@ -46,12 +51,11 @@ def ranking_lines(data: MovieLens, eval_target: np.ndarray, eval_label: np.ndarr
     counts = np.bincount(np.searchsorted(movie_ids, movie), minlength=len(movie_ids)).astype(np.float64)
     starts = np.searchsorted(user, chosen, side="left")  # ratings are sorted by (user, timestamp, movie)
     ends = np.searchsorted(user, chosen, side="right")
-    lines, sizes = [], []
+    rows, sizes = [], []  # (user, ranking time, movie, relevant, kind, history rows) per candidate
     for u, lo, hi in zip(chosen.tolist(), starts.tolist(), ends.tolist()):
         targets = eval_target[user[eval_target] == u]
         t0 = int(ts[targets].min())
         before = np.arange(lo, hi)[ts[lo:hi] < t0][-cfg.history_len:]
-        history_pos = np.searchsorted(movie_ids, movie[before])
         weights = counts.copy()
         weights[np.searchsorted(movie_ids, movie[lo:hi])] = 0  # never a movie the user rated
         n_neg = min(cfg.ranking_negatives, int((weights > 0).sum()))
@@ -60,14 +64,39 @@ def ranking_lines(data: MovieLens, eval_target: np.ndarray, eval_label: np.ndarr
         candidates += [(int(movie_ids[m]), 0, "sampled") for m in negatives]
         sizes.append(len(candidates))
         for movie_id, relevant, kind in candidates:
-            pos = np.searchsorted(movie_ids, movie_id)
-            text = render_input(titles[history_pos].tolist(), rating[before].tolist(), titles[pos], genres[pos],
-                                cfg.like_threshold)
-            lines.append(json.dumps({LIST_ID: u, USER_ID: u, MOVIE_ID: movie_id, RELEVANT: relevant,
-                                     "kind": kind, TIMESTAMP: t0, "instruction": cfg.instruction, "input": text},
-                                    ensure_ascii=False))
+            rows.append((u, t0, movie_id, relevant, kind, before))
+    option_counts = None
+    if options is None:  # the reference prompt: the same history for every candidate of a list
+        texts = [render_input(titles[np.searchsorted(movie_ids, movie[before])].tolist(), rating[before].tolist(),
+                              titles[pos], genres[pos], cfg.like_threshold)
+                 for pos, (*_, before) in zip(np.searchsorted(movie_ids, [x[2] for x in rows]), rows)]
+    else:
+        texts, option_counts = _with_options(data, rows, options, cfg)
+    lines = [json.dumps({LIST_ID: u, USER_ID: u, MOVIE_ID: movie_id, RELEVANT: relevant, "kind": kind, TIMESTAMP: t0,
+                         "instruction": cfg.instruction, "input": text}, ensure_ascii=False)
+             for (u, t0, movie_id, relevant, kind, _), text in zip(rows, texts)]
     summary = {"users": len(chosen), "eligible_users": len(eligible), "negatives": cfg.ranking_negatives,
                "sampling": "popularity-weighted unrated movies",
                "candidates": int(sum(sizes)), "candidates_per_list": {"min": min(sizes, default=0),
                                                                       "max": max(sizes, default=0)}}
-    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b"", summary
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b"", summary, option_counts
+
+
+def _with_options(data: MovieLens, rows: list[tuple], options: Options, cfg: DataConfig) -> tuple[list[str], dict]:
+    """Each candidate's prompt with the data config's options, as of its list's ranking time."""
+    r = data.ratings
+    movie_ids = data.movies[MOVIE].to_numpy()
+    titles = data.movies[TITLE].to_numpy(zero_copy_only=False)
+    genres = data.movies[GENRES].to_numpy(zero_copy_only=False)
+    user, t0, cand = (np.array([x[i] for x in rows], dtype=np.int64) for i in range(3))
+    befores = [x[5] for x in rows]
+    length = np.array([len(b) for b in befores], dtype=np.int64)
+    # recency histories (the user's latest visible ratings before the ranking time); no target row exists
+    ex = Examples(np.full(len(rows), -1, dtype=np.int64), np.concatenate(befores).astype(np.int64),
+                  np.repeat(np.arange(len(rows)), length), length)
+    ex, (user_lines, tails), counts = options.render(ex, user, t0, cand)
+    r_movie, r_rating = r[MOVIE].to_numpy(), r[RATING].to_numpy()
+    pos = np.searchsorted(movie_ids, cand)
+    texts = render_inputs(ex.owner, titles[np.searchsorted(movie_ids, r_movie[ex.history])], r_rating[ex.history],
+                          titles[pos], genres[pos], cfg.like_threshold, user_lines, tails)
+    return list(texts), counts

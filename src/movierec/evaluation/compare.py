@@ -3,7 +3,8 @@
     paired   the fine-tuned LLM minus the baseline with the highest AUC: AUC, UAUC and log loss with the
              same user-level bootstrap resamples for both (metrics.paired_bootstrap), on the examples both scored
     blend    llm+mf (blend.py): its weight picked on the validation examples, its metrics on the eval
-             examples, and its own paired comparison with the same best baseline
+             examples, its own paired comparison with the same best baseline, and with each of its parts
+             (`vs_parts`: the blend minus the LLM, the blend minus mf)
 
 They read what `movierec baselines` wrote: baselines.json and, beside it, baselines_predictions.jsonl (per
 eval example, a column per baseline) and baselines_validation.jsonl (mf per validation example).
@@ -104,9 +105,11 @@ def compare(records: list[dict], probs: np.ndarray, valid_records: list[dict], v
     from movierec.evaluation.metrics import compute_metrics
 
     p = blend.blend(both.p.to_numpy(), both.mf.to_numpy(), weight["weight"])
+    parts = {"llm": paired(y, p, both.p.to_numpy(), users, "llm", n_boot),
+             "mf": paired(y, p, both.mf.to_numpy(), users, "mf", n_boot)}
     return pair, {"name": blend.NAME, **weight, "rule": blend.RULE,
                   "metrics": compute_metrics(y, p, users, both.warm.to_numpy(), n_boot=n_boot),
-                  "paired": paired(y, p, both[best].to_numpy(), users, best, n_boot)}, None
+                  "paired": paired(y, p, both[best].to_numpy(), users, best, n_boot), "vs_parts": parts}, None
 
 
 def choose(valid_records: list[dict], valid_probs: np.ndarray,

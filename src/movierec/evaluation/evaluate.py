@@ -196,6 +196,10 @@ def _print_comparisons(block: dict[str, Any]) -> None:
         o = b["metrics"]["overall"]
         print(f"{b['name']} (w = {b['weight']:.2f} on the LLM, picked on {b['validation']['n']} validation "
               f"examples): AUC {_fmt(o['auc'])} {_ci(o.get('auc_ci95'))} UAUC {_fmt(o['uauc'])}")
+        diffs = [f"{part}: AUC {_signed(d['diff'])} {_ci(d['diff_ci95'], signed=True)}"
+                 for part, pair in (b.get("vs_parts") or {}).items() for d in [pair["comparison"]["auc"]]]
+        if diffs:
+            print(f"{b['name']} minus its parts: " + "; ".join(diffs))
 
 
 def _write(run: RunDir, records: list[dict], ranking: list[dict], results: dict[str, dict], main_name: str | None,

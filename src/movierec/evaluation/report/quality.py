@@ -77,6 +77,7 @@ def section(run: dict, plots: dict[str, str]) -> str:
         out.append("Brackets: 95% confidence interval.\n\n")
     out.append(table(["Model", "Users", *(c for c, _ in METRIC_COLUMNS)], rows))
     out += [_paired(pair, who) for pair, who in _pairs(m, base)]
+    out.append(_blend_parts(((m or {}).get("blend") or {}).get("vs_parts")))
     rankings = {name: r for name, r in rankings.items() if r}
     if rankings:
         out.append(_ranking(rankings))
@@ -149,6 +150,20 @@ def _paired(paired: dict, who: str = "LLM") -> str:
             f"resamples of {fmt(paired['comparison'].get('users'))} users): {model} minus "
             f"`{paired['baseline']}` (the baseline with the highest AUC), on the same eval examples.\n\n"
             + table(["Metric", who, paired["baseline"], "Difference", "95% interval", f"Share {who} better"], rows))
+
+
+def _blend_parts(parts: dict | None) -> str:
+    """The llm+mf blend against each of its parts (does blending pay?), paired as above."""
+    if not parts:
+        return ""
+    rows = []
+    for name, pair in parts.items():
+        d = pair["comparison"].get("auc") or {}
+        lo, hi = d.get("diff_ci95") or (None, None)
+        rows.append([name, fmt(d.get("a"), 4), fmt(d.get("b"), 4), f"{d['diff']:+.4f}" if d.get("diff") is not None
+                     else NA, f"[{lo:+.4f}, {hi:+.4f}]" if lo is not None else "—"])
+    return ("\n### LLM+mf Blend vs its Parts\n\nPaired as above: the blend's AUC minus each part's, on the same "
+            "eval examples.\n\n" + table(["Part", "Blend AUC", "Part AUC", "Difference", "95% interval"], rows))
 
 
 def stale_note(scored: str | None, checkpoints: list[str]) -> str | None:
