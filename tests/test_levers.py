@@ -212,7 +212,7 @@ def test_installed_optional_packages_pass_validation(monkeypatch):
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(movierec.train.checks, "installed", lambda module: True)
     cfg = load_yaml(ROOT / FAST)
-    cfg.update(enable_liger_kernel=True, flash_attn="fa2")
+    cfg.update(enable_liger_kernel=True, flash_attn="fa2", answer_logits_only=False)  # Liger replaces the latter
     lf = validate(cfg, data_required=False).llamafactory  # the reference data need not be prepared here
     assert lf["enable_liger_kernel"] is True and lf["flash_attn"] == "fa2"
 

@@ -79,6 +79,7 @@ def test_bench_draws_lengths_from_the_manifest_or_the_shipped_real_distribution(
 def _train(override: str, device: str, tmp_path, prepared_data, config: str = FAST) -> int:
     out = tmp_path / "out"
     rc = main(["train", "--config", config, "--device", device, "--override", override,
+               "--override", "answer_logits_only=false",  # the fast profile's; Liger and unsloth replace it
                "--override", f"output_dir={out}", "--override", f"dataset_dir={prepared_data}",
                "--override", f"model_name_or_path={_not_a_model(tmp_path)}"])
     assert not out.exists()  # stopped at validation: no run folder, no model load
