@@ -31,7 +31,7 @@ from movierec.data.movielens import (
     USER,
     MovieLens,
 )
-from movierec.data.prompts import render_input, render_inputs
+from movierec.data.prompts import render_inputs
 from movierec.data.split import Examples
 
 
@@ -65,13 +65,18 @@ def ranking_lines(data: MovieLens, eval_target: np.ndarray, eval_label: np.ndarr
         sizes.append(len(candidates))
         for movie_id, relevant, kind in candidates:
             rows.append((u, t0, movie_id, relevant, kind, before))
-    option_counts = None
-    if options is None:  # the reference prompt: the same history for every candidate of a list
-        texts = [render_input(titles[np.searchsorted(movie_ids, movie[before])].tolist(), rating[before].tolist(),
-                              titles[pos], genres[pos], cfg.like_threshold)
-                 for pos, (*_, before) in zip(np.searchsorted(movie_ids, [x[2] for x in rows]), rows)]
-    else:
-        texts, option_counts = _with_options(data, rows, options, cfg)
+    # recency histories: the user's latest ratings before the ranking time (no eval target); no target row exists
+    user_of, t0_of, cand = (np.array([x[i] for x in rows], dtype=np.int64) for i in range(3))
+    length = np.array([len(x[5]) for x in rows], dtype=np.int64)
+    ex = Examples(np.full(len(rows), -1, dtype=np.int64),
+                  np.concatenate([x[5] for x in rows]).astype(np.int64) if rows else np.zeros(0, dtype=np.int64),
+                  np.repeat(np.arange(len(rows)), length), length)
+    user_lines, tails, option_counts = None, (), None
+    if options is not None:  # each candidate its own relevant history, statistics and estimate
+        ex, (user_lines, tails), option_counts = options.render(ex, user_of, t0_of, cand)
+    pos = np.searchsorted(movie_ids, cand)
+    texts = render_inputs(ex.owner, titles[np.searchsorted(movie_ids, movie[ex.history])], rating[ex.history],
+                          titles[pos], genres[pos], cfg.like_threshold, user_lines, tails)
     lines = [json.dumps({LIST_ID: u, USER_ID: u, MOVIE_ID: movie_id, RELEVANT: relevant, "kind": kind, TIMESTAMP: t0,
                          "instruction": cfg.instruction, "input": text}, ensure_ascii=False)
              for (u, t0, movie_id, relevant, kind, _), text in zip(rows, texts)]
@@ -81,22 +86,3 @@ def ranking_lines(data: MovieLens, eval_target: np.ndarray, eval_label: np.ndarr
                                                                       "max": max(sizes, default=0)}}
     return ("\n".join(lines) + "\n").encode("utf-8") if lines else b"", summary, option_counts
 
-
-def _with_options(data: MovieLens, rows: list[tuple], options: Options, cfg: DataConfig) -> tuple[list[str], dict]:
-    """Each candidate's prompt with the data config's options, as of its list's ranking time."""
-    r = data.ratings
-    movie_ids = data.movies[MOVIE].to_numpy()
-    titles = data.movies[TITLE].to_numpy(zero_copy_only=False)
-    genres = data.movies[GENRES].to_numpy(zero_copy_only=False)
-    user, t0, cand = (np.array([x[i] for x in rows], dtype=np.int64) for i in range(3))
-    befores = [x[5] for x in rows]
-    length = np.array([len(b) for b in befores], dtype=np.int64)
-    # recency histories (the user's latest visible ratings before the ranking time); no target row exists
-    ex = Examples(np.full(len(rows), -1, dtype=np.int64), np.concatenate(befores).astype(np.int64),
-                  np.repeat(np.arange(len(rows)), length), length)
-    ex, (user_lines, tails), counts = options.render(ex, user, t0, cand)
-    r_movie, r_rating = r[MOVIE].to_numpy(), r[RATING].to_numpy()
-    pos = np.searchsorted(movie_ids, cand)
-    texts = render_inputs(ex.owner, titles[np.searchsorted(movie_ids, r_movie[ex.history])], r_rating[ex.history],
-                          titles[pos], genres[pos], cfg.like_threshold, user_lines, tails)
-    return list(texts), counts

@@ -36,12 +36,6 @@ def _pre_hook(module, args, kwargs: dict[str, Any]):
     return args, {**kwargs, "logits_to_keep": keep, "shift_labels": labels[:, keep + 1]}
 
 
-def causal_lm(model):
-    """The transformers CausalLM inside a PeftModel (or the model itself)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inner
-
-
 def install(model):
     """Register the hook on `model` (what the Trainer calls); returns the handle (`.remove()` undoes it).
 
@@ -49,7 +43,7 @@ def install(model):
         ValueError: the model's forward takes no `logits_to_keep` (an architecture transformers has not
             ported to it), so the lever cannot apply.
     """
-    inner = causal_lm(model)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # the CausalLM inside peft
     if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
         raise ValueError(f"answer_logits_only: {type(inner).__name__}.forward takes no logits_to_keep; "
                          "set answer_logits_only: false for this model")
