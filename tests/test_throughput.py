@@ -167,22 +167,56 @@ def test_bench_rates_come_from_the_window_and_losses_must_be_finite(tmp_path):
 # ---------------------------------------------------------------- per-user prefixes and bulk recommend
 
 
-def test_ranking_lists_scored_with_per_list_prefixes_equal_per_example_scores(tiny_model, prepared_data):
+@pytest.mark.parametrize("attention, row_tokens, tokens_per_prompt", [
+    ("sdpa", 1024, 256),  # the defaults
+    ("sdpa", 300, 40),  # a list split over several rows, several rows per forward
+    ("eager", 300, 1),  # the additive mask through eager attention; one row per forward
+])
+def test_ranking_lists_scored_in_packed_rows_equal_per_example_scores(tiny_model, prepared_data, monkeypatch,
+                                                                       attention, row_tokens, tokens_per_prompt):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from movierec.evaluation.scoring import YesNoScorer, build_template
+    from movierec.evaluation import scoring
 
+    monkeypatch.setattr(scoring, "PACK_ROW_TOKENS", row_tokens)
+    monkeypatch.setattr(scoring, "PACK_TOKENS_PER_PROMPT", tokens_per_prompt)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    scorer = YesNoScorer(model, tokenizer, build_template(tokenizer, "qwen", 1024), batch_size=16)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=attention)
+    scorer = scoring.YesNoScorer(model, tokenizer, scoring.build_template(tokenizer, "qwen", 1024), batch_size=16)
     lists = read_jsonl(prepared_data / "ranking.jsonl")
     first = sorted({c["list_id"] for c in lists})[:3]
     records = [c for c in lists if c["list_id"] in first]
     prompts = scorer.encode_many(records)
+    forwards = []
+    model.register_forward_hook(lambda module, args, kwargs, out: forwards.append(kwargs["input_ids"].shape),
+                                with_kwargs=True)
+    assert scoring._packable(model)
     grouped = scorer.score_ids(prompts, groups=[c["list_id"] for c in records])
-    alone = np.array([scorer.score_ids([p])[0] for p in prompts])  # one prompt: no cache at all
+    rows = [shape[0] for shape in forwards]
+    assert sum(rows) < len(prompts) / 3  # packed: several candidates per row, no row per prompt
+    assert all(shape[1] <= row_tokens for shape in forwards)
+    assert max(rows) == 1 if tokens_per_prompt == 1 else max(rows) > 1, forwards
+    assert model.get_output_embeddings().out_features == model.config.vocab_size  # the full head is back
+    alone = np.array([scorer.score_ids([p])[0] for p in prompts])  # one prompt: no prefix, no packing
     np.testing.assert_allclose(grouped, alone, atol=1e-5)
     np.testing.assert_allclose(scorer.score(records, group_by="list_id"), grouped, atol=1e-6)
+
+
+def test_attention_without_4d_masks_scores_groups_unpacked(tiny_model, prepared_data, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from movierec.evaluation import scoring
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    scorer = scoring.YesNoScorer(model, tokenizer, scoring.build_template(tokenizer, "qwen", 1024), batch_size=16)
+    records = read_jsonl(prepared_data / "ranking.jsonl")[:40]
+    packed = scorer.score(records, group_by="list_id")
+    model.config._attn_implementation = "flash_attention_2"  # takes no 4D mask: the global-prefix path
+    assert not scoring._packable(model)
+    model.config._attn_implementation = "sdpa"  # (flash-attention itself does not run on CPU)
+    monkeypatch.setattr(scoring, "_packable", lambda model: False)
+    np.testing.assert_allclose(scorer.score(records, group_by="list_id"), packed, atol=1e-5)
 
 
 def test_recommend_all_users_equals_single_user_recommend(demo_run, prepared_data, tmp_path, monkeypatch, capsys):

@@ -4,12 +4,13 @@ P(Yes) = softmax over the "Yes" and "No" logits at the first answer position, fr
 pass per batch: prompts are tokenised exactly as LLaMA-Factory's supervised preprocessing
 tokenises them for training (same template, same truncation), batches are length-sorted and
 left-padded with explicit position ids, and only the last position's logits are computed. Shared
-prefixes are computed once: the prompts' common prefix always, and per group (a ranking list, a
-user's candidates) the group's own, which holds the user's history.
+prefixes are computed once: the prompts' common prefix, or, per group (a ranking list, a user's
+candidates), the group's own, which holds the user's history, packed with the group's candidates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Sequence
@@ -19,6 +20,12 @@ import numpy as np
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.train.config import arg
+
+# Grouped scoring packs a group's candidates into rows of at most this many tokens (the attention mask of
+# a row is quadratic in its length), and a forward takes about batch_size x PACK_TOKENS_PER_PROMPT tokens
+# (a candidate's own tokens are a tenth of a full prompt's, so a batch goes further than batch_size prompts).
+PACK_ROW_TOKENS = 1024
+PACK_TOKENS_PER_PROMPT = 256
 
 
 def build_template(tokenizer, template: str, cutoff_len: int = 2048):
@@ -83,42 +90,115 @@ class YesNoScorer:
 
     def score_ids(self, prompts: list[list[int]], progress: bool = False,
                   groups: Sequence[Hashable] | None = None) -> np.ndarray:
-        """P(Yes) per prompt. The prompts' common prefix (system prompt, instruction, headings) is run
-        once and its KV cache reused by every batch; with `groups` (a key per prompt, e.g. a ranking
-        list or a user), each group's own longer common prefix (the user's history) is run once more,
-        from that cache, and reused by the group's batches. Batches are length-sorted and left-padded."""
+        """P(Yes) per prompt.
+
+        Without `groups`, the prompts' common prefix (system prompt, instruction, headings) is run once
+        and its KV cache reused by every batch; batches are length-sorted and left-padded. With `groups`
+        (a key per prompt: a ranking list, a user's candidates), each group is packed into rows (see
+        `_score_packed`): its common prefix (the user's history) once, then every candidate's own tokens,
+        each attending to the prefix and to itself only. Models whose attention takes no 4D mask
+        (flash-attention) fall back to the first way.
+        """
         import torch
         from tqdm.auto import tqdm
 
-        keys = groups if groups is not None else [None] * len(prompts)
-        members: dict[Hashable, list[int]] = {}
-        for i, key in enumerate(keys):
-            members.setdefault(key, []).append(i)
-        global_len = _common_prefix_len(prompts)
         out = np.empty(len(prompts), dtype=np.float64)
-        device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
-        n_batches = sum(-(-len(idx) // self.batch_size) for idx in members.values())
         try:
-            with torch.inference_mode(), tqdm(total=n_batches, desc="scoring", unit="batch", disable=not progress) as bar:
-                global_cache = self._extend(None, prompts[0][:global_len], 0, device) if global_len else None
-                for idx in members.values():
-                    group = [prompts[i] for i in idx]
-                    group_len = _common_prefix_len(group, minimum=global_len + 1) if groups is not None else 0
-                    cache, prefix_len = global_cache, global_len
-                    if group_len > global_len:
-                        cache = self._extend(global_cache, group[0][global_len:group_len], global_len, device)
-                        prefix_len = group_len
-                    order = np.array(idx)[np.argsort([len(p) for p in group], kind="stable")[::-1]]  # longest first
-                    for start in range(0, len(order), self.batch_size):
-                        batch = order[start:start + self.batch_size]
-                        out[batch] = self._score_batch([prompts[i][prefix_len:] for i in batch], prefix_len, cache,
-                                                       device)
-                        bar.update(1)
+            with torch.inference_mode():
+                if groups is not None and _packable(self.model):
+                    self._score_packed(prompts, groups, out, progress)
+                    return out
+                device = next(self.model.parameters()).device
+                global_len = _common_prefix_len(prompts)
+                order = np.argsort([len(p) for p in prompts], kind="stable")[::-1]  # longest first
+                cache = self._extend(None, prompts[0][:global_len], 0, device) if global_len else None
+                starts = range(0, len(order), self.batch_size)
+                for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
+                    batch = order[start:start + self.batch_size]
+                    out[batch] = self._score_batch([prompts[i][global_len:] for i in batch], global_len, cache,
+                                                   device)
         finally:
             self.model.train(was_training)
         return out
+
+    def _score_packed(self, prompts: list[list[int]], groups: Sequence[Hashable], out: np.ndarray,
+                      progress: bool) -> None:
+        """Grouped scoring: a row holds a group's common prefix once and then its candidates' own tokens.
+
+        Each candidate's tokens sit at the positions they have in its full prompt and attend to the prefix
+        and to themselves, never to another candidate (a 4D mask), so a row computes exactly what one
+        forward per prompt would. A long group spreads over several rows (PACK_ROW_TOKENS each), rows of
+        similar length share a forward (about batch_size x PACK_TOKENS_PER_PROMPT tokens), and the LM
+        head computes only the Yes and No logits, at each candidate's last token.
+        """
+        import torch
+        from tqdm.auto import tqdm
+
+        members: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(groups):
+            members.setdefault(key, []).append(i)
+        rows = []  # (prefix ids, [prompt index, ...])
+        for idx in members.values():
+            prefix = _common_prefix_len([prompts[i] for i in idx], minimum=1)
+            row, length = [], prefix
+            for i in idx:
+                if row and length + len(prompts[i]) - prefix > PACK_ROW_TOKENS:
+                    rows.append((prefix, row))
+                    row, length = [], prefix
+                row.append(i)
+                length += len(prompts[i]) - prefix
+            rows.append((prefix, row))
+        lengths = [prefix + sum(len(prompts[i]) - prefix for i in row) for prefix, row in rows]
+        order = np.argsort(lengths, kind="stable")[::-1]
+        budget = self.batch_size * PACK_TOKENS_PER_PROMPT
+        batches, start = [], 0
+        while start < len(order):
+            size = max(1, budget // lengths[order[start]])  # the longest row of the batch comes first
+            batches.append([rows[j] for j in order[start:start + size]])
+            start += size
+        device = next(self.model.parameters()).device
+        with _answer_head(self.model, [self.yes_id, self.no_id]):
+            for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+                index, probs = self._forward_packed(prompts, batch, device)
+                out[index] = probs
+
+    def _forward_packed(self, prompts, batch, device) -> tuple[np.ndarray, np.ndarray]:
+        """One forward over packed rows: (prompt indices, their P(Yes))."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(prefix + sum(len(prompts[i]) - prefix for i in row) for prefix, row in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        positions = torch.zeros((len(batch), width), dtype=torch.long)
+        segment = torch.full((len(batch), width), -1, dtype=torch.long)  # 0: prefix, k: candidate k, -1: pad
+        rows, ends, index = [], [], []
+        for r, (prefix, row) in enumerate(batch):
+            first = prompts[row[0]]
+            ids[r, :prefix] = torch.tensor(first[:prefix])
+            positions[r, :prefix] = torch.arange(prefix)
+            segment[r, :prefix] = 0
+            at = prefix
+            for k, i in enumerate(row, start=1):
+                own = prompts[i][prefix:]
+                ids[r, at:at + len(own)] = torch.tensor(own)
+                positions[r, at:at + len(own)] = torch.arange(prefix, prefix + len(own))
+                segment[r, at:at + len(own)] = k
+                at += len(own)
+                rows.append(r)
+                ends.append(at - 1)
+                index.append(i)
+        key, query = segment[:, None, :], segment[:, :, None]
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        allowed = causal & (key >= 0) & ((key == 0) | (key == query))
+        allowed |= torch.eye(width, dtype=torch.bool)  # a pad position attends to itself: no empty row
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+        logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                            position_ids=positions.to(device), use_cache=False).logits
+        pair = logits[torch.tensor(rows, device=device), torch.tensor(ends, device=device)].float()
+        return np.array(index), torch.softmax(pair, dim=-1)[:, 0].cpu().numpy()
 
     def _extend(self, cache, ids: list[int], start: int, device):
         """The KV cache of `ids` at positions start.. after `cache` (None: from position 0); `cache` is kept."""
@@ -176,6 +256,33 @@ class _RecordingTokenizer:
 
     def __getattr__(self, name: str):
         return getattr(self._tokenizer, name)
+
+
+def _packable(model) -> bool:
+    """Packed rows need an attention that takes a 4D mask and a plain linear LM head."""
+    import torch
+
+    attention = getattr(model.config, "_attn_implementation", None)
+    return attention in ("sdpa", "eager") and isinstance(model.get_output_embeddings(), torch.nn.Linear)
+
+
+@contextlib.contextmanager
+def _answer_head(model, token_ids: list[int]):
+    """The LM head cut to the rows of `token_ids` while the block runs (logits[..., k] is token_ids[k]):
+    a packed row reads hundreds of positions, and the full vocabulary at each would dwarf the model."""
+    import torch
+
+    head = model.get_output_embeddings()
+    slim = torch.nn.Linear(head.in_features, len(token_ids), bias=head.bias is not None,
+                           device=head.weight.device, dtype=head.weight.dtype)
+    slim.weight.data = head.weight.data[token_ids]
+    if head.bias is not None:
+        slim.bias.data = head.bias.data[token_ids]
+    model.set_output_embeddings(slim)
+    try:
+        yield
+    finally:
+        model.set_output_embeddings(head)
 
 
 def _common_prefix_len(prompts: list[list[int]], minimum: int = 8) -> int:
