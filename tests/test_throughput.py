@@ -182,7 +182,8 @@ def test_ranking_lists_scored_in_packed_rows_equal_per_example_scores(tiny_model
     monkeypatch.setattr(scoring, "PACK_TOKENS_PER_PROMPT", tokens_per_prompt)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=attention)
-    scorer = scoring.YesNoScorer(model, tokenizer, scoring.build_template(tokenizer, "qwen", 1024), batch_size=16)
+    scorer = scoring.YesNoScorer(model, tokenizer, scoring.build_template(tokenizer, "qwen", 1024), batch_size=16,
+                                 packing=True)
     lists = read_jsonl(prepared_data / "ranking.jsonl")
     first = sorted({c["list_id"] for c in lists})[:3]
     records = [c for c in lists if c["list_id"] in first]
@@ -202,21 +203,24 @@ def test_ranking_lists_scored_in_packed_rows_equal_per_example_scores(tiny_model
     np.testing.assert_allclose(scorer.score(records, group_by="list_id"), grouped, atol=1e-6)
 
 
-def test_attention_without_4d_masks_scores_groups_unpacked(tiny_model, prepared_data, monkeypatch):
+def test_groups_scored_with_per_group_caches_equal_packed_rows(tiny_model, prepared_data):
+    """On a CPU (and with attention that takes no 4D mask) groups use per-group KV caches: same scores."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from movierec.evaluation import scoring
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    scorer = scoring.YesNoScorer(model, tokenizer, scoring.build_template(tokenizer, "qwen", 1024), batch_size=16)
+    template = scoring.build_template(tokenizer, "qwen", 1024)
     records = read_jsonl(prepared_data / "ranking.jsonl")[:40]
-    packed = scorer.score(records, group_by="list_id")
-    model.config._attn_implementation = "flash_attention_2"  # takes no 4D mask: the global-prefix path
-    assert not scoring._packable(model)
-    model.config._attn_implementation = "sdpa"  # (flash-attention itself does not run on CPU)
-    monkeypatch.setattr(scoring, "_packable", lambda model: False)
-    np.testing.assert_allclose(scorer.score(records, group_by="list_id"), packed, atol=1e-5)
+    auto = scoring.YesNoScorer(model, tokenizer, template, batch_size=16)
+    assert not auto._packs()  # a CPU model: the caches
+    packed = scoring.YesNoScorer(model, tokenizer, template, batch_size=16, packing=True)
+    assert packed._packs()
+    np.testing.assert_allclose(auto.score(records, group_by="list_id"), packed.score(records, group_by="list_id"),
+                               atol=1e-5)
+    model.config._attn_implementation = "flash_attention_2"  # takes no 4D mask: never packed
+    assert not scoring._packable(model) and not packed._packs()
 
 
 def test_recommend_all_users_equals_single_user_recommend(demo_run, prepared_data, tmp_path, monkeypatch, capsys):

@@ -4,8 +4,9 @@ P(Yes) = softmax over the "Yes" and "No" logits at the first answer position, fr
 pass per batch: prompts are tokenised exactly as LLaMA-Factory's supervised preprocessing
 tokenises them for training (same template, same truncation), batches are length-sorted and
 left-padded with explicit position ids, and only the last position's logits are computed. Shared
-prefixes are computed once: the prompts' common prefix, or, per group (a ranking list, a user's
-candidates), the group's own, which holds the user's history, packed with the group's candidates.
+prefixes are computed once: the prompts' common prefix always, and per group (a ranking list, a
+user's candidates) the group's own, which holds the user's history; on a GPU a group's candidates
+are packed into rows behind it instead.
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ def build_template(tokenizer, template: str, cutoff_len: int = 2048):
 class YesNoScorer:
     """Scores alpaca records (instruction/input) with a causal LM: returns P(Yes) per record."""
 
-    def __init__(self, model, tokenizer, template, cutoff_len: int = 2048, batch_size: int = 32):
+    def __init__(self, model, tokenizer, template, cutoff_len: int = 2048, batch_size: int = 32,
+                 packing: bool | None = None):
         self.model, self.tokenizer, self.template = model, tokenizer, template
-        self.cutoff_len, self.batch_size = cutoff_len, batch_size
+        self.cutoff_len, self.batch_size, self.packing = cutoff_len, batch_size, packing
         self.yes_id = self._answer_token("Yes")
         self.no_id = self._answer_token("No")
         if self.yes_id == self.no_id:  # P(Yes) reads the first answer token: it must tell the answers apart
@@ -92,36 +94,63 @@ class YesNoScorer:
                   groups: Sequence[Hashable] | None = None) -> np.ndarray:
         """P(Yes) per prompt.
 
-        Without `groups`, the prompts' common prefix (system prompt, instruction, headings) is run once
-        and its KV cache reused by every batch; batches are length-sorted and left-padded. With `groups`
-        (a key per prompt: a ranking list, a user's candidates), each group is packed into rows (see
-        `_score_packed`): its common prefix (the user's history) once, then every candidate's own tokens,
-        each attending to the prefix and to itself only. Models whose attention takes no 4D mask
-        (flash-attention) fall back to the first way.
+        The prompts' common prefix (system prompt, instruction, headings) is run once and its KV cache
+        reused by every batch; batches are length-sorted and left-padded. With `groups` (a key per prompt:
+        a ranking list, a user's candidates), each group's own longer common prefix (the user's history) is
+        run once more, from that cache, and reused by the group's batches; or, when `self.packing` says so,
+        each group is packed into rows (see `_score_packed`).
         """
         import torch
-        from tqdm.auto import tqdm
 
         out = np.empty(len(prompts), dtype=np.float64)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                if groups is not None and _packable(self.model):
+                if groups is not None and self._packs():
                     self._score_packed(prompts, groups, out, progress)
-                    return out
-                device = next(self.model.parameters()).device
-                global_len = _common_prefix_len(prompts)
-                order = np.argsort([len(p) for p in prompts], kind="stable")[::-1]  # longest first
-                cache = self._extend(None, prompts[0][:global_len], 0, device) if global_len else None
-                starts = range(0, len(order), self.batch_size)
-                for start in tqdm(starts, desc="scoring", unit="batch", disable=not progress):
-                    batch = order[start:start + self.batch_size]
-                    out[batch] = self._score_batch([prompts[i][global_len:] for i in batch], global_len, cache,
-                                                   device)
+                else:
+                    self._score_cached(prompts, groups, out, progress)
         finally:
             self.model.train(was_training)
         return out
+
+    def _packs(self) -> bool:
+        """Pack groups into rows? `packing` None: on a GPU, where a forward's cost is mostly the host's and
+        packing runs a list in a fraction of one; on a CPU the per-group cache computes fewer FLOPs and wins
+        (docs/throughput.md)."""
+        if not _packable(self.model):
+            return False
+        return next(self.model.parameters()).device.type != "cpu" if self.packing is None else self.packing
+
+    def _score_cached(self, prompts: list[list[int]], groups: Sequence[Hashable] | None, out: np.ndarray,
+                      progress: bool) -> None:
+        """The global prefix's cache, and each group's (when `groups`), reused by length-sorted batches."""
+        from tqdm.auto import tqdm
+
+        keys = groups if groups is not None else [None] * len(prompts)
+        members: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(keys):
+            members.setdefault(key, []).append(i)
+        global_len = _common_prefix_len(prompts)
+        device = next(self.model.parameters()).device
+        n_batches = sum(-(-len(idx) // self.batch_size) for idx in members.values())
+        # disable=None: a bar on a terminal only (a log file would get thousands of redraws)
+        with tqdm(total=n_batches, desc="scoring", unit="batch", disable=None if progress else True) as bar:
+            global_cache = self._extend(None, prompts[0][:global_len], 0, device) if global_len else None
+            for idx in members.values():
+                group = [prompts[i] for i in idx]
+                group_len = _common_prefix_len(group, minimum=global_len + 1) if groups is not None else 0
+                cache, prefix_len = global_cache, global_len
+                if group_len > global_len:
+                    cache = self._extend(global_cache, group[0][global_len:group_len], global_len, device)
+                    prefix_len = group_len
+                order = np.array(idx)[np.argsort([len(p) for p in group], kind="stable")[::-1]]  # longest first
+                for start in range(0, len(order), self.batch_size):
+                    batch = order[start:start + self.batch_size]
+                    out[batch] = self._score_batch([prompts[i][prefix_len:] for i in batch], prefix_len, cache,
+                                                   device)
+                    bar.update(1)
 
     def _score_packed(self, prompts: list[list[int]], groups: Sequence[Hashable], out: np.ndarray,
                       progress: bool) -> None:
@@ -160,7 +189,7 @@ class YesNoScorer:
             start += size
         device = next(self.model.parameters()).device
         with _answer_head(self.model, [self.yes_id, self.no_id]):
-            for batch in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+            for batch in tqdm(batches, desc="scoring", unit="batch", disable=None if progress else True):
                 index, probs = self._forward_packed(prompts, batch, device)
                 out[index] = probs
 
