@@ -408,3 +408,15 @@ def test_recommend_names_a_broken_best_checkpoint_instead_of_using_the_latest(de
     assert main(["recommend", "--run", str(run), "--user", "1", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert f"the best checkpoint, {best.name}, cannot be used" in err and err.count("\n") == 1
+
+
+def test_best_without_a_recorded_best_uses_the_latest_in_every_command(demo_run, tmp_path, capsys):
+    """A short run (max_steps below eval/save steps) records no best: `best` means its latest, said once."""
+    run, _ = _copy_run(demo_run, tmp_path)
+    for state in run.glob("checkpoint-*/trainer_state.json"):
+        state.write_text(json.dumps({**json.loads(state.read_text()), "best_model_checkpoint": None}))
+    latest = RunDir(run).checkpoints()[-1]
+    assert RunDir(run).select("best") == [latest]
+    assert "no best checkpoint recorded" in capsys.readouterr().err
+    assert main(["recommend", "--run", str(run), "--user", "1", "--device", "cpu", "--checkpoint", "best"]) == 0
+    assert "no best checkpoint recorded" in capsys.readouterr().err

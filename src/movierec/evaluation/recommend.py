@@ -112,10 +112,7 @@ def _load(args):
         raise UserError("--out: only with --users all (one --user is printed)")
     run = RunDir(args.run).require()
     lf_args = {**run.lf_args(), "model_name_or_path": run.model_path()}
-    if args.checkpoint == "best" and run.recorded_best() is None:  # a run that tracked no best: its latest
-        (ckpt,) = run.select("latest")
-    else:  # a recorded best that is broken or gone is named, never silently replaced
-        (ckpt,) = run.select(args.checkpoint)
+    (ckpt,) = run.select(args.checkpoint)  # a recorded best that is broken or gone is named, never replaced
     return lf_args, ckpt, run.dataset(args.data), resolve_device(args.device)
 
 

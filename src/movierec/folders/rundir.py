@@ -285,6 +285,10 @@ class RunDir:
             raise UserError(f"--checkpoint {which}: expected {names} or checkpoint-N")
         if not ckpts:
             raise UserError(f"no complete checkpoint in {self.path}")
+        if which == "best" and self.recorded_best() is None:  # a run that tracked no best: its latest
+            which = "latest"
+            print("note: no best checkpoint recorded (no evaluation at a save step, or no metric_for_best_model); "
+                  "using the latest", file=sys.stderr)
         if which == "latest":
             newest = self.checkpoints()[-1]
             if newest != ckpts[-1]:
@@ -296,8 +300,6 @@ class RunDir:
             return ckpts
         if which == "best":
             best = self.recorded_best()
-            if best is None:
-                raise UserError(f"{self.path}: no best checkpoint recorded (set metric_for_best_model); use latest")
             if best not in ckpts:
                 problems = checkpoint_problems(best, resumable=False) if best.is_dir() else ["deleted"]
                 raise UserError(f"the best checkpoint, {best.name}, cannot be used ({'; '.join(problems)}); "

@@ -81,10 +81,6 @@ def pick_checkpoint(run: RunDir, which: str) -> Path:
     """best (the latest when the run recorded no best) | latest | checkpoint-N."""
     if which == "all":
         raise UserError("--checkpoint all: export takes one checkpoint (best, latest or checkpoint-N)")
-    if which == "best" and run.best_checkpoint() is None:
-        (ckpt,) = run.select("latest")
-        print(f"no best checkpoint recorded (metric_for_best_model): exporting the latest, {ckpt.name}")
-        return ckpt
     (ckpt,) = run.select(which)
     return ckpt
 
