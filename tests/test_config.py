@@ -185,3 +185,18 @@ def test_an_error_comes_alone_without_the_dry_runs_warnings(tmp_path, capsys, mo
     (tmp_path / "folder.yaml").mkdir()
     assert main(["train", "--config", "folder.yaml", "--dry-run"]) == 2
     assert capsys.readouterr().err.strip() == "error: folder.yaml: is a folder, not a config file"
+
+
+def test_an_uncached_hub_model_offline_stops_training_but_not_a_dry_run(prepared_data, tmp_path, capsys,
+                                                                         monkeypatch):
+    from movierec.train.config import NOT_CACHED
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = tmp_path / "run"
+    args = ["train", "--config", "configs/demo_tiny.yaml", "--device", "cpu", "--override", f"dataset_dir={prepared_data}",
+            "--override", f"output_dir={run}", "--override", "model_name_or_path=nobody/no-such-model"]
+    assert main(args) == 2  # training could not load it: one line before anything is written
+    assert errors(capsys) == [f"error: model_name_or_path: nobody/no-such-model is {NOT_CACHED}"]
+    assert not run.exists()
+    assert main([*args, "--dry-run"]) == 0  # a plan needs no weights: a warning
+    assert f"warning: model_name_or_path: nobody/no-such-model is {NOT_CACHED}" in capsys.readouterr().err

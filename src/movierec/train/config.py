@@ -120,12 +120,13 @@ def _field_defaults() -> dict[str, tuple[Any, str]]:
 
 
 def validate(cfg: Mapping[str, Any], data_required: bool = True, model_required: bool = True,
-             warn=print) -> RunConfig:
+             warn=print, launching: bool = False) -> RunConfig:
     """Check every key, type and range; return the typed RunConfig.
 
     data_required=False (a dry run, which may plan a run before `prepare`) reports dataset files
     that do not exist yet as warnings instead of problems; model_required=False (bench, which builds
-    a random model of the architecture) does not look for the model's folder.
+    a random model of the architecture) does not look for the model's folder. launching=True (training
+    starts next) makes a hub model that HF_HUB_OFFLINE keeps from loading an error, not a warning.
 
     Raises:
         UserError: one line per problem, all problems at once.
@@ -149,9 +150,10 @@ def validate(cfg: Mapping[str, Any], data_required: bool = True, model_required:
         else:
             warnings += missing
     problems += check_levers(lf)
-    model_problems = check_model(lf, model_required)  # a hub id missing from the cache offline: a warning
-    problems += [p for p in model_problems if not p.endswith(NOT_CACHED)]
-    warnings += [p for p in model_problems if p.endswith(NOT_CACHED)]
+    model_problems = check_model(lf, model_required)  # a hub id missing from the cache offline: training
+    not_cached = [p for p in model_problems if p.endswith(NOT_CACHED)]  # cannot load it, a plan can do without
+    problems += [p for p in model_problems if p not in not_cached] + (not_cached if launching else [])
+    warnings += [] if launching else not_cached
     if problems:  # the errors alone: warnings would only bury them
         raise UserError("\n".join(problems))
     for line in warnings:

@@ -15,7 +15,7 @@ from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
 from movierec.folders.rundir import RunDir
 from movierec.train.config import RunConfig
-from movierec.train.plan import TrainPlan
+from movierec.train.plan import TrainPlan, counted
 from movierec.train.session import Distributed, TrainingSession
 
 
@@ -90,7 +90,7 @@ def open_session(args, dist: Distributed) -> tuple[TrainingSession, dict[str, An
 
     raw = load_config(args.config, args.override)
     device = planned_device(args.device) if args.dry_run else resolve_device(args.device)
-    config = validate(raw, data_required=not args.dry_run)
+    config = validate(raw, data_required=not args.dry_run, launching=not args.dry_run)
     if "output_dir" not in config.llamafactory:
         raise UserError("output_dir: missing (where checkpoints and logs go)")
     run, data = RunDir(config.get("output_dir")), DatasetDir(config.get("dataset_dir") or "data")
@@ -186,7 +186,8 @@ def _header(run: RunDir, record: dict[str, Any], plan: TrainPlan | None, device:
     print(f"model: {record['config'].get('model_name_or_path')}; device: {device}"
           + (f" ({', '.join(notes)})" if notes else ""))
     if plan:
-        print(f"data: {counts.get('train'):,} train / {counts.get('eval') or 0:,} eval examples; "
+        lf = record["config"]
+        print(f"data: {counted(counts.get('train'), lf)} train / {counted(counts.get('eval') or 0, lf)} eval examples; "
               f"{plan.total_optimizer_steps:,} steps of {plan.examples_per_step:,.4g} examples, "
               f"warmup {plan.warmup_steps:,}, {plan.evaluations} evaluations")
     print(f"logs: {run.file(RunDir.TRAIN_LOG)}; TensorBoard: tensorboard --logdir {run.file(RunDir.RUNS)}", flush=True)
