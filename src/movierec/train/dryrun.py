@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from movierec.train.config import MovierecArguments, arg
-from movierec.train.plan import TrainPlan
+from movierec.train.plan import TrainPlan, counted
 
 EVAL_SPEEDUP = 3.0  # evaluation examples/s relative to training examples/s (forward only), unless measured
 
@@ -59,7 +59,7 @@ def print_dry_run(record: dict[str, Any], lf_args: dict[str, Any], plan: TrainPl
     n_eval = data.get("eval")
     source = f"configs/data/{Path(data['source']).name}" if data.get("source") else "its data config"
     pending = "" if data["prepared"] else f" (data not prepared yet: the counts that {source} will write)"
-    print(f"examples: train {data['train']:,}" + (f", eval {n_eval:,}" if n_eval else "")
+    print(f"examples: train {counted(data['train'], lf_args)}" + (f", eval {counted(n_eval, lf_args)}" if n_eval else "")
           + f"; world size {plan.world_size}" + pending)
     if plan.packing:
         p = plan.packing

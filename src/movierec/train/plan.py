@@ -117,6 +117,14 @@ def train_plan(lf: Mapping[str, Any], n_examples: int, world_size: int = 1,
     )
 
 
+def counted(n: int | None, lf: Mapping[str, Any]) -> str:
+    """An example count as a banner says it: LLaMA-Factory keeps the first max_samples of each dataset."""
+    if n is None:
+        return "?"
+    cap = arg(lf, "max_samples")
+    return f"{n:,}" + (f" (max_samples: {int(cap):,} used)" if cap and int(cap) < n else "")
+
+
 def data_counts(lf: Mapping[str, Any], data: DatasetDir) -> dict[str, Any]:
     """Train and eval examples of the config's datasets: counted in the prepared files, else what the
     shipped data config that writes this folder will produce (a dry run before `prepare`)."""
