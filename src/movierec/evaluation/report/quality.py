@@ -21,7 +21,7 @@ def metric_cell(block: dict, key: str) -> str:
     if v is None or not ci or None in ci:
         return fmt(v, 4)
     lo, hi = ci
-    digits = min(max(2, -math.floor(math.log10(hi - lo))), 5) if hi > lo else 4
+    digits = min(max(2, -math.floor(math.log10(hi - lo))), 5) if hi > lo else 2  # a constant: as its neighbours
     return f"{v:.{digits + 1}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
@@ -36,6 +36,8 @@ def _ranking(rankings: dict[str, dict]) -> str:
     for block in rankings.values():
         cols += [k for k in block if k.startswith(("hr@", "ndcg@", "mrr")) and not k.endswith("_ci95")
                  and k not in cols]
+    cols.sort(key=lambda k: (("hr@", "ndcg@", "mrr").index(k.split("@")[0] + ("@" if "@" in k else "")),
+                             int(k.split("@")[1]) if "@" in k else 0))  # hr@1, hr@5, hr@10, ndcg@1, ..., mrr
     sizes = next(iter(rankings.values())).get("candidates_per_user") or {}
     return ("\n### Ranking\n\nEach eval user with a liked eval target ranks one list: their eval targets and "
             "unrated movies sampled by popularity (prepared once, the same for every model); relevant = the "

@@ -261,12 +261,13 @@ def eval_history(run: dict, plots: dict[str, str]) -> str:
         header = ["Step", "Epoch"] + [{"eval_loss": "Eval Loss", "eval_auc": "Eval AUC"}[c] for c in cols]
         out.append(table(header, [[int(step), fmt(row.epoch, 4), *(fmt(row[c], 4) for c in cols)]
                                   for step, row in hist.iterrows()]))
-        out.append(f"\nEval loss ranges {hist['eval_loss'].min():.4f}-{hist['eval_loss'].max():.4f}"
-                   if "eval_loss" in hist and hist["eval_loss"].notna().any() else "")
+        said = []  # a paragraph of its own, apart from the table
+        if "eval_loss" in hist and hist["eval_loss"].notna().any():
+            said.append(f"Eval loss ranges {hist['eval_loss'].min():.4f}-{hist['eval_loss'].max():.4f}")
         if "eval_auc" in hist and hist["eval_auc"].notna().any():
-            best = hist["eval_auc"].idxmax()
-            out.append(f"; best eval AUC {hist['eval_auc'].max():.4f} at step {int(best)}")
-        out.append(".\n")
+            said.append(f"best eval AUC {hist['eval_auc'].max():.4f} at step {int(hist['eval_auc'].idxmax())}")
+        if said:
+            out.append("\n" + "; ".join(said)[:1].upper() + "; ".join(said)[1:] + ".\n")
     final = run["eval_results"]
     if "eval_loss" in final:
         out.append(f"\nFinal evaluation (eval_results.json): eval loss {fmt(final['eval_loss'], 4)}"
