@@ -64,6 +64,10 @@ def test_export_is_a_plain_model_that_scores_like_the_adapter(run, exported):
     names = {p.name for p in exported.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md", "movierec_export.json"} <= names
     assert not {"adapter_config.json", "adapter_model.safetensors"} & names
+    from movierec.folders.io import current_umask
+
+    for path in exported.iterdir():  # readable as the umask allows (safetensors alone writes 0600)
+        assert path.stat().st_mode & 0o777 == (0o777 if path.is_dir() else 0o666) & ~current_umask(), path
     config = json.loads((exported / "config.json").read_text())
     assert "quantization_config" not in config and config["dtype"] == "float32"
     with safe_open(exported / "model.safetensors", "pt") as f:

