@@ -3,8 +3,8 @@
 the tiny model trained on each (configs/tiny_ml100k.yaml), every baseline and the llm+mf blend beside it.
 
     python scripts/ablation.py --raw ML100K_DIR --out output/ablation          # ~5 trainings, see --variants
-    python scripts/ablation.py --raw DIR --config configs/data/demo.yaml --train-config configs/demo_tiny.yaml \
-        --out output/ablation-demo --model output/tiny-qwen3
+    python scripts/ablation.py --raw DIR --config configs/data/demo.yaml --train-config configs/demo_tiny.yaml
+        --out output/ablation-demo --model output/tiny-qwen3         # (one command)
 
 Writes OUT/table.md (AUC [95% interval], UAUC, HR@10, NDCG@10, the paired AUC difference from the best
 baseline with its interval, the blend's paired difference from each of its parts, steps and training time)
@@ -36,6 +36,16 @@ def movierec(*args: str) -> None:
     print("$", " ".join(cmd), flush=True)
     if subprocess.run(cmd, cwd=ROOT).returncode != 0:
         sys.exit(f"error: {' '.join(args[:1])} failed; fix the cause and rerun (finished variants are kept)")
+
+
+def tiny_model(args: argparse.Namespace) -> None:
+    """The training config's tiny model (`output/tiny-qwen3`, built offline), made when it is missing."""
+    import yaml
+
+    model = args.model or yaml.safe_load(args.train_config.read_text()).get("model_name_or_path", "")
+    path = Path(model) if Path(model).is_absolute() else ROOT / model
+    if Path(model).name == "tiny-qwen3" and not path.exists():
+        movierec("make-tiny-model", str(path))
 
 
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
@@ -111,7 +121,9 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--raw", type=Path, help="the MovieLens input (zip or folder) every variant prepares")
     p.add_argument("--out", type=Path, default=ROOT / "output" / "ablation", help="where data, runs and the table go")
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "data" / "movielens_100k.yaml",
@@ -123,8 +135,15 @@ def main() -> int:
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="rows to run")
     p.add_argument("--table-only", action="store_true", help="only rebuild the table from finished variants")
     args = p.parse_args()
+    for key in ("raw", "out", "config", "train_config"):  # the commands below run from the repository root
+        if getattr(args, key) is not None:
+            setattr(args, key, getattr(args, key).expanduser().resolve())
+    if args.model and Path(args.model).expanduser().exists():
+        args.model = str(Path(args.model).expanduser().resolve())
     if not args.table_only and (args.raw is None or not args.raw.exists()):
         sys.exit(f"error: --raw {args.raw}: not found")
+    if not args.table_only:
+        tiny_model(args)
     results = [run_variant(name, VARIANTS[name], args) for name in args.variants]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.json").write_text(json.dumps(results, indent=2, default=str))
