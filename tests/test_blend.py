@@ -88,7 +88,57 @@ def test_choose_weight_grid_and_ties():
 def test_no_validation_examples_no_blend_but_the_paired_comparison():
     records, llm, valid, llm_v, base = _case("llm", np.random.default_rng(3))
     pair, b, note = compare.compare(records, llm, [], np.empty(0), base, n_boot=0)
-    assert b is None and "no validation examples" in note and pair["comparison"]["auc"]["diff"] is not None
+    assert b is None and "holds no validation examples" in note and pair["comparison"]["auc"]["diff"] is not None
+    # data with validation examples but baselines run without them: the fix is rerunning baselines
+    _, b, note = compare.compare(records, llm, valid, llm_v, compare.Baselines(base.path, base.result, base.eval, None),
+                                 n_boot=0)
+    assert b is None and "baselines_validation.jsonl beside b.json" in note and "rerun `movierec baselines`" in note
+
+
+def _written(tmp_path, rng=np.random.default_rng(4)):
+    """baselines.json and its per-example files, as `movierec baselines` writes them."""
+    *_, base = _case("llm", rng)
+    (tmp_path / "baselines.json").write_text(json.dumps({**base.result, "data_manifest_sha256": "d" * 64}))
+    for name, frame in ((DatasetDir.BASELINE_PREDICTIONS, base.eval), (DatasetDir.BASELINE_VALIDATION, base.valid)):
+        (tmp_path / name).write_text(frame.to_json(orient="records", lines=True))
+    return tmp_path / "baselines.json"
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    (DatasetDir.BASELINE_VALIDATION, lambda rows: [], "holds no examples"),
+    (DatasetDir.BASELINE_VALIDATION, lambda rows: [{k: v for k, v in rows[0].items() if k != "mf"}, *rows[1:]],
+     "mf missing on some lines"),
+    (DatasetDir.BASELINE_VALIDATION, lambda rows: [{**rows[0], "mf": None}, *rows[1:]], "mf missing on some lines"),
+    (DatasetDir.BASELINE_VALIDATION, lambda rows: [{**rows[0], "mf": "abc"}, *rows[1:]], "mf holds values that are not"),
+    (DatasetDir.BASELINE_PREDICTIONS, lambda rows: [{**rows[0], "gbdt": 1.5}, *rows[1:]], "gbdt holds values that are"),
+    (DatasetDir.BASELINE_PREDICTIONS, lambda rows: [{**rows[0], "mf": True}, *rows[1:]], "mf holds values that are"),
+    (DatasetDir.BASELINE_PREDICTIONS, lambda rows: [{**rows[0], "label": 2}, *rows[1:]], "label holds values other"),
+    (DatasetDir.BASELINE_PREDICTIONS, lambda rows: [{**rows[0], "user_id": "u1"}, *rows[1:]], "user_id holds values"),
+    (DatasetDir.BASELINE_PREDICTIONS, lambda rows: [*rows, rows[3]], "appears on more than one line (1 repeats)"),
+    (DatasetDir.BASELINE_PREDICTIONS, lambda rows: [{k: v for k, v in r.items() if k != "gbdt"} for r in rows],
+     "gbdt missing on some lines"),
+])
+def test_damaged_baseline_files_stop_evaluate_before_scoring_with_one_line(tmp_path, name, edit, message):
+    """Read (and checked) before the LLM scores anything: one line that says which file and to rerun baselines."""
+    from movierec.errors import UserError
+
+    path = _written(tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+    (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in edit(rows)))
+    with pytest.raises(UserError) as e:
+        compare.load_baselines(path, "d" * 64)
+    assert str(e.value).startswith(f"{tmp_path / name}: ") and message in str(e.value)
+    assert str(e.value).endswith("rerun `movierec baselines`") and "\n" not in str(e.value)
+
+
+def test_a_baselines_json_with_malformed_entries_picks_among_the_well_formed(tmp_path):
+    path = _written(tmp_path)
+    result = json.loads(path.read_text())
+    result["baselines"].update({"odd": [], "text": {"overall": {"auc": "0.99"}}, "flag": {"overall": {"auc": True}},
+                                "bare": {"overall": None}})
+    path.write_text(json.dumps(result))
+    base, note = compare.load_baselines(path, "d" * 64)
+    assert note is None and compare.best_baseline(base.result) in {"mf", "gbdt"}
 
 
 def test_validation_examples_are_train_period_targets_the_llm_never_read(prepared_data):

@@ -53,26 +53,59 @@ def load_baselines(path: Path, data_sha: str) -> tuple[Baselines | None, str | N
     predictions = path.parent / DatasetDir.BASELINE_PREDICTIONS
     if not predictions.is_file():
         return None, f"no {predictions} beside {path}: rerun `movierec baselines`"
+    scored = list(_aucs(result))  # the baselines a comparison may pick: their scores must be there
     valid = path.parent / DatasetDir.BASELINE_VALIDATION
-    return Baselines(path, result, _frame(predictions), _frame(valid) if valid.is_file() else None), None
+    return Baselines(path, result, _frame(predictions, scored),
+                     _frame(valid, ["mf"]) if valid.is_file() else None), None
 
 
-def _frame(path: Path) -> pd.DataFrame:
-    """A JSONL file of `movierec baselines`, one line UserError when it is not one."""
+def _frame(path: Path, scores: list[str]) -> pd.DataFrame:
+    """A JSONL file of `movierec baselines`: one row per (user, movie) with its label and a P(like) in [0, 1]
+    per name in `scores`; one line UserError when it is not one (checked before any scoring: a damaged file
+    must not cost the minutes of scoring first)."""
+    fix = "rerun `movierec baselines`"
     try:
         frame = pd.read_json(path, lines=True, convert_dates=False, dtype=False)
     except ValueError as e:
-        raise UserError(f"{path}: not JSON lines ({e}); rerun `movierec baselines`") from None
-    if len(frame) and not {*KEY, LABEL} <= set(frame):
-        raise UserError(f"{path}: lacks user_id, movie_id or label; rerun `movierec baselines`")
+        raise UserError(f"{path}: not JSON lines ({e}); {fix}") from None
+    if frame.empty:
+        raise UserError(f"{path}: holds no examples; {fix}")
+    missing = [c for c in [*KEY, LABEL, *scores] if c not in frame or frame[c].isna().any()]
+    if missing:
+        raise UserError(f"{path}: {', '.join(missing)} missing on some lines; {fix}")
+    for column in KEY:
+        if not pd.api.types.is_integer_dtype(frame[column]):
+            raise UserError(f"{path}: {column} holds values that are not integers; {fix}")
+    if not frame[LABEL].isin([0, 1]).all() or frame[LABEL].map(type).eq(bool).any():
+        raise UserError(f"{path}: label holds values other than 0 and 1; {fix}")
+    for column in scores:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if frame[column].map(type).eq(bool).any() or values.isna().any() or not values.between(0, 1).all():
+            raise UserError(f"{path}: {column} holds values that are not probabilities in [0, 1]; {fix}")
+        frame[column] = values.astype(np.float64)
+    duplicated = frame.duplicated(KEY)
+    if duplicated.any():
+        user, movie = frame.loc[duplicated.idxmax(), KEY]
+        raise UserError(f"{path}: user {user}, movie {movie} appears on more than one line "
+                        f"({int(duplicated.sum()):,} repeats); {fix}")
     return frame
 
 
 def best_baseline(result: dict[str, Any]) -> str | None:
     """The baseline with the highest overall AUC in baselines.json (None when none has one)."""
-    aucs = {k: b["overall"]["auc"] for k, b in result["baselines"].items()
-            if isinstance(b.get("overall"), dict) and b["overall"].get("auc") is not None}
+    aucs = _aucs(result)
     return max(aucs, key=aucs.get) if aucs else None
+
+
+def _aucs(result: dict[str, Any]) -> dict[str, float]:
+    """Each baseline's overall AUC in baselines.json, where it holds one (a number)."""
+    aucs = {}
+    for name, block in result["baselines"].items():
+        overall = block.get("overall") if isinstance(block, dict) else None
+        auc = overall.get("auc") if isinstance(overall, dict) else None
+        if isinstance(auc, (int, float)) and not isinstance(auc, bool):
+            aucs[name] = float(auc)
+    return aucs
 
 
 def paired(labels: np.ndarray, probs: np.ndarray, other: np.ndarray, users: np.ndarray, baseline: str,
@@ -116,9 +149,12 @@ def choose(valid_records: list[dict], valid_probs: np.ndarray,
            base: Baselines) -> tuple[dict | None, str | None]:
     """The blend weight picked on the validation examples (blend.choose_weight), with what it was picked on;
     None and why when there is nothing to pick it on. Eval labels are never read here."""
-    if base.valid is None or not valid_records:
-        return None, ("no validation examples (data prepared by an older movierec, or baselines run before "
-                      "prepare wrote them): no llm+mf blend; rerun `movierec prepare` and `movierec baselines`")
+    if not valid_records:
+        return None, ("the data holds no validation examples (prepared by an older movierec): no llm+mf blend; "
+                      "rerun `movierec prepare` and `movierec baselines`")
+    if base.valid is None:
+        return None, (f"no {base.path.parent / DatasetDir.BASELINE_VALIDATION} beside {base.path} (baselines run on "
+                      "data without validation examples): no llm+mf blend; rerun `movierec baselines`")
     llm = pd.DataFrame({USER_ID: [r[USER_ID] for r in valid_records],
                         MOVIE_ID: [r[MOVIE_ID] for r in valid_records], "p": valid_probs})
     v = llm.merge(base.valid[[*KEY, LABEL, "mf"]], on=KEY, how="inner")
