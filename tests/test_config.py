@@ -200,3 +200,26 @@ def test_an_uncached_hub_model_offline_stops_training_but_not_a_dry_run(prepared
     assert not run.exists()
     assert main([*args, "--dry-run"]) == 0  # a plan needs no weights: a warning
     assert f"warning: model_name_or_path: nobody/no-such-model is {NOT_CACHED}" in capsys.readouterr().err
+
+
+def test_prompts_longer_than_cutoff_len_are_warned_of_before_training(prepared_data, tmp_path, capsys):
+    """LLaMA-Factory keeps a long prompt's start: the candidate at its end would go. Said by the dry run (and at
+    launch, the same code path), from the lengths prepare measured; silent when every example fits."""
+    import json
+
+    base = ["train", "--config", "configs/demo_tiny.yaml", "--device", "cpu", "--dry-run",
+            "--override", f"dataset_dir={prepared_data}", "--override", f"output_dir={tmp_path / 'run'}"]
+    assert main(base) == 0
+    assert "cutoff_len" not in capsys.readouterr().err
+    lengths = json.loads((prepared_data / "manifest.json").read_text())["example_lengths"]
+    from movierec.bench.lengths import chars_to_tokens
+
+    tokens = chars_to_tokens(lengths) if lengths["unit"] == "characters" else lengths
+    median = int(tokens["quantiles"][50])
+    assert main([*base, "--override", f"cutoff_len={median}"]) == 0
+    (line,) = [l for l in capsys.readouterr().err.splitlines() if "cutoff_len" in l]
+    assert line.startswith(f"warning: cutoff_len {median:,}: ~") and "of the prepared examples are longer" in line
+    share = int(line.split(": ~")[1].split("%")[0])
+    assert 40 <= share <= 60  # about half: cut at the median
+    assert main([*base, "--override", f"cutoff_len={median}", "--override", "neat_packing=true"]) == 0
+    assert "LLaMA-Factory cuts" not in capsys.readouterr().err  # packing drops them, and its own line says so

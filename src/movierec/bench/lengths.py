@@ -159,3 +159,27 @@ def packing_plan(lf: dict, n_examples: int, stats: dict[str, Any], source: str) 
     return {"sequences": len(rows), "examples_per_sequence": kept / max(len(rows), 1),
             "dropped_examples": n_examples - kept, "longest_example_tokens": max(lengths, default=0),
             "fill": sum(lengths[i] for r in rows for i in r) / max(len(rows) * cutoff, 1), "lengths_from": source}
+
+
+def cut_examples(lf: dict, dataset_dir: str | Path) -> str | None:
+    """A warning when the prepared examples run past cutoff_len, else None.
+
+    LLaMA-Factory's supervised preprocessing (infer_seqlen) keeps the first tokens of a long prompt: the end,
+    which holds the candidate movie, is what goes, so such an example asks about no movie at all. Packing drops
+    such examples instead (the dry run's packing line counts them). Lengths are the manifest's (tokens of the
+    data config's tokenizer, or characters by this module's rule): another model's tokenizer differs a little.
+    """
+    from movierec.folders.datadir import DatasetDir
+
+    if arg(lf, "packing") or arg(lf, "neat_packing") or not DatasetDir(dataset_dir).file(DatasetDir.MANIFEST).is_file():
+        return None
+    stats, source = example_token_stats(dataset_dir)
+    cutoff = int(arg(lf, "cutoff_len"))
+    if float(stats["max"]) <= cutoff:
+        return None
+    q = np.asarray(stats["quantiles"], dtype=np.float64)
+    share = float(np.interp(cutoff, q, np.linspace(0, 1, len(q)), left=0.0, right=1.0))  # the CDF at cutoff_len
+    longer = f"~{1 - share:.0%}" if 1 - share >= 0.01 else "under 1%"
+    return (f"cutoff_len {cutoff:,}: {longer} of the prepared examples are longer (longest ~{float(stats['max']):,.0f} "
+            f"tokens, from {source}); LLaMA-Factory cuts a long prompt's end, where the candidate movie is: raise "
+            "cutoff_len, or lower the data config's history_len and prepare again")

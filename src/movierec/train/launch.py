@@ -68,6 +68,8 @@ def main(args) -> int:
         return 0
     if session.counts["prepared"]:
         session.data.check_splits(session.lf_args.get("dataset"), session.lf_args.get("eval_dataset"))
+    for line in session.warnings():
+        print(f"warning: {line}", file=sys.stderr)
     if args.dry_run:
         from movierec.train.dryrun import print_dry_run
 

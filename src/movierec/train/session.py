@@ -97,6 +97,13 @@ class TrainingSession:
         self.plan = train_plan(self.lf_args, n, self.dist.world_size, self.data) if n else None
         return self.plan
 
+    def warnings(self) -> list[str]:
+        """What the run is likely to regret (said by the dry run and at launch): prompts cut by cutoff_len."""
+        from movierec.bench.lengths import cut_examples
+
+        cut = cut_examples(self.lf_args, self.data.path) if self.counts.get("prepared") else None
+        return [cut] if cut else []
+
     def record(self) -> dict[str, Any]:
         """What the worker reads back (movierec's keys, the device, the plan) and what the report shows."""
         from movierec.models.params import count_for_config
