@@ -330,6 +330,15 @@ def _write(name: str, text: str):
     return lambda raw: (raw / name).write_text(text)
 
 
+def _every_rating(value: str | None = None, at_most: float = 5.0):
+    """Every rating set to `value`, or capped at `at_most`."""
+    def mutate(raw: Path) -> None:
+        header, *rows = (raw / "ratings.csv").read_text().splitlines()
+        rows = [(u, m, value or f"{min(float(r), at_most):g}", t) for u, m, r, t in (row.split(",") for row in rows)]
+        (raw / "ratings.csv").write_text("\n".join([header, *map(",".join, rows)]) + "\n")
+    return mutate
+
+
 def _truncated_zip(raw: Path) -> None:
     archive = raw / "ml-25m.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
@@ -356,6 +365,11 @@ BAD_INPUTS = {
     "repeated movieId": (_set_line("movies.csv", 2, "1,Again (1999),Drama"), [], "repeated movieId"),
     "truncated zip": (_truncated_zip, ["--input", "{raw}/ml-25m.zip"], "not a readable zip"),
     "too few examples": (lambda raw: None, ["--override", "n_train=100000"], "too few eligible examples"),
+    "every example a Yes": (_every_rating("4.5"), [], "like_threshold 4: every rating (9,000) would be labelled Yes"),
+    "every example a No": (_every_rating("3.0"), ["--override", "like_threshold=5"],
+                           "labelled No, leaving nothing to tell apart; every rating is 3"),
+    "threshold above every rating": (_every_rating(at_most=4.5), ["--override", "like_threshold=5"],
+                                     "labelled No, leaving nothing to tell apart; ratings here run from 0.5 to 4.5"),
 }
 
 

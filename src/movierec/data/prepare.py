@@ -134,12 +134,15 @@ def build(data: MovieLens, cfg: DataConfig,
     """Output file payloads by name, and the manifest's summary of them (with the oracle's metrics
     when the input came with the generator's truth)."""
     r = data.ratings
+    _two_classes("rating", r[RATING].to_numpy() >= cfg.like_threshold, cfg, r)  # before minutes of work
     user, ts = r[USER].to_numpy(), r[TIMESTAMP].to_numpy()
     parts, extra, prompt_options, options = hybrid.apply(r, split(user, ts, cfg), cfg)
     warm = np.isin(user[parts.eval.target], user[parts.train.target])
     train_lines, train_label, train_chars = _records(data, parts.train, np.ones(cfg.n_train, dtype=bool), cfg,
                                                      extra["train"])
     eval_lines, eval_label, eval_chars = _records(data, parts.eval, warm, cfg, extra["eval"])
+    _two_classes("train example", train_label, cfg, r)
+    _two_classes("eval example", eval_label, cfg, r)
     eval_users = user[parts.eval.target]
     d = DatasetDir
     files = {d.jsonl_name(d.TRAIN_NAME): train_lines, d.jsonl_name(d.EVAL_NAME): eval_lines,
@@ -210,6 +213,20 @@ def _records(data: MovieLens, ex: Examples, warm: np.ndarray, cfg: DataConfig,
     # LLaMA-Factory's alpaca converter sends instruction + "\n" + input as the user turn
     prompt_chars = np.array([len(text) for text in inputs]) + len(cfg.instruction) + 1
     return ("\n".join(lines) + "\n").encode("utf-8"), label, prompt_chars
+
+
+def _two_classes(what: str, liked: np.ndarray, cfg: DataConfig, r: pa.Table) -> None:
+    """UserError unless `liked` holds both answers: a Yes/No model (and AUC) needs Yes and No examples."""
+    n, yes = len(liked), int(np.count_nonzero(liked))
+    if 0 < yes < n:
+        return
+    ratings = r[RATING].to_numpy()
+    lo, hi = ratings.min(), ratings.max()
+    fix = (f"every rating is {lo:g}: these ratings cannot tell likes apart" if lo == hi else
+           f"ratings here run from {lo:g} to {hi:g}: pick a threshold above the lowest and at most the highest "
+           "(4.0 as in the reference)" + ("" if what == "rating" else ", or raise n_train / n_eval"))
+    raise UserError(f"like_threshold {cfg.like_threshold:g}: every {what} ({n:,}) would be labelled "
+                    f"{YES if yes else NO}, leaving nothing to tell apart; {fix}")
 
 
 def _describe(x: np.ndarray) -> dict[str, float]:
