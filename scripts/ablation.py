@@ -9,12 +9,15 @@ the tiny model trained on each (configs/tiny_ml100k.yaml), every baseline and th
 Writes OUT/table.md (AUC [95% interval], UAUC, HR@10, NDCG@10, the paired AUC difference from the best
 baseline with its interval, the blend's paired difference from each of its parts, steps and training time)
 and OUT/ablation.json. `--table-only` rebuilds the table from the finished variants. A variant already done (its
-metrics.json exists) is not trained again: rerun after an interruption to finish the rest.
+metrics.json exists, from the same input, configs, model and overrides: OUT/variants/NAME.json records them
+with the training time) is not trained again: rerun after an interruption to finish the rest; a changed input
+redoes the variants it touches. Bad arguments stop before any work, with one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -31,11 +34,54 @@ VARIANTS = {  # name: data-config overrides (every option is off in the referenc
 }
 
 
-def movierec(*args: str) -> None:
-    cmd = [sys.executable, "-m", "movierec", *args]
+class Stop(Exception):
+    """Ends the script: the message (a line of its own, or None when a command already said why) and the exit code."""
+
+    def __init__(self, message: str | None, code: int = 2):
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def execute(cmd: list[str], step: str, quiet: bool = False) -> None:
+    """A command of the ablation; its failure (whose own error line it printed) stops the script with its code.
+    quiet: its output is shown only when it fails."""
     print("$", " ".join(cmd), flush=True)
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-        sys.exit(f"error: {' '.join(args[:1])} failed; fix the cause and rerun (finished variants are kept)")
+    done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=quiet, text=True)
+    rc = done.returncode
+    if rc != 0 and quiet:
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+    if rc != 0:
+        print(f"ablation: stopped at {step} (exit {rc}); finished variants are kept, rerun to go on", file=sys.stderr)
+        raise Stop(None, rc)
+
+
+def movierec(*args: str) -> None:
+    execute([sys.executable, "-m", "movierec", *args], args[0])
+
+
+def read(path: Path, fix: str):
+    """A JSON file an earlier step wrote; Stop naming it and `fix` when it is missing or damaged."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise Stop(f"error: {path}: missing; {fix}") from None
+    except (OSError, ValueError) as e:
+        raise Stop(f"error: {path}: unreadable ({e}); {fix}") from None
+
+
+def fingerprint(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """What a variant's results depend on: the input's and configs' contents, the model and every override."""
+    from movierec.data.layouts import input_md5s
+    from movierec.errors import UserError
+
+    try:
+        raw = input_md5s(args.raw)
+    except UserError as e:
+        raise Stop(f"error: --raw {args.raw}: {e}") from None
+    return {"raw": raw, "config": hashlib.sha256(args.config.read_bytes()).hexdigest(), "overrides": overrides,
+            "train_config": hashlib.sha256(args.train_config.read_bytes()).hexdigest(), "model": args.model,
+            "train_overrides": args.train_override}
 
 
 def tiny_model(args: argparse.Namespace) -> None:
@@ -51,28 +97,40 @@ def tiny_model(args: argparse.Namespace) -> None:
 def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
     slug = name.replace(" ", "-").replace("/", "-").replace("+", "plus")
     data, run = args.out / "data" / slug, args.out / "runs" / slug
-    metrics = run / "metrics.json"
-    if not metrics.is_file() and args.table_only:
-        sys.exit(f"error: {name}: not finished ({metrics} missing); run without --table-only")
-    if not metrics.is_file():
-        movierec("prepare", "--config", str(args.config), "--input", str(args.raw), "--out", str(data),
-                 *[x for o in overrides for x in ("--override", o)])
-        movierec("baselines", "--data", str(data))
-        start = time.perf_counter()
-        train = [str(ROOT / "scripts" / "train_llamafactory.py"), "--config", str(args.train_config), "--device", "cpu",
-                 "--override", f"dataset_dir={data}", "--override", f"output_dir={run}", "--overwrite",
-                 *(["--override", f"model_name_or_path={args.model}"] if args.model else []),
-                 *[x for o in args.train_override for x in ("--override", o)]]
-        print("$", " ".join(train), flush=True)
-        if subprocess.run([sys.executable, *train], cwd=ROOT).returncode != 0:
-            sys.exit(f"error: training {name} failed; see {run}/train.log")
-        (run / "ablation_time.json").write_text(json.dumps({"train_seconds": time.perf_counter() - start}))
-        movierec("evaluate", "--run", str(run), "--checkpoint", "best", "--device", "cpu")
+    # the ablation's own record, outside the run folder (train --overwrite deletes only what movierec wrote)
+    metrics, recorded = run / "metrics.json", args.out / "variants" / f"{slug}.json"
+    if not (metrics.is_file() and recorded.is_file()) and args.table_only:
+        raise Stop(f"error: {name}: not finished ({metrics} or {recorded} missing); run without --table-only")
+    if not args.table_only:
+        inputs = fingerprint(args, overrides)
+        done = metrics.is_file() and recorded.is_file() and read(recorded, "delete it and rerun").get("inputs") == inputs
+        if metrics.is_file() and not done:
+            print(f"ablation: {name}: its input, configs, model or overrides changed since it ran (or {recorded.name} "
+                  "is missing); redoing it", file=sys.stderr)
+        if not done:
+            movierec("prepare", "--config", str(args.config), "--input", str(args.raw), "--out", str(data),
+                     *[x for o in overrides for x in ("--override", o)])
+            movierec("baselines", "--data", str(data))
+            recorded.unlink(missing_ok=True)  # until this variant's results are complete again
+            start = time.perf_counter()
+            execute([sys.executable, *train_command(args, data, run), "--overwrite"],
+                    f"training {name} (see {run}/train.log)")
+            seconds = time.perf_counter() - start
+            movierec("evaluate", "--run", str(run), "--checkpoint", "best", "--device", "cpu")
+            recorded.parent.mkdir(parents=True, exist_ok=True)
+            recorded.write_text(json.dumps({"inputs": inputs, "train_seconds": seconds}, indent=2))
+    fix = "rerun without --table-only to redo this variant" if args.table_only else "delete it and rerun"
     return {"variant": name, "overrides": overrides, "data": str(data), "run": str(run),
-            "metrics": json.loads(metrics.read_text()),
-            "baselines": json.loads((data / "baselines.json").read_text()),
-            "train_seconds": json.loads((run / "ablation_time.json").read_text())["train_seconds"],
-            "steps": json.loads((run / "trainer_state.json").read_text()).get("global_step")}
+            "metrics": read(metrics, fix), "baselines": read(data / "baselines.json", fix),
+            "train_seconds": read(recorded, fix).get("train_seconds"),
+            "steps": read(run / "trainer_state.json", fix).get("global_step")}
+
+
+def train_command(args: argparse.Namespace, data: Path, run: Path) -> list[str]:
+    return [str(ROOT / "scripts" / "train_llamafactory.py"), "--config", str(args.train_config), "--device", "cpu",
+            "--override", f"dataset_dir={data}", "--override", f"output_dir={run}",
+            *(["--override", f"model_name_or_path={args.model}"] if args.model else []),
+            *[x for o in args.train_override for x in ("--override", o)]]
 
 
 def _cell(block: dict, key: str = "auc") -> str:
@@ -106,8 +164,9 @@ def table(results: list[dict]) -> str:
     for r in results:
         m = r["metrics"]
         eval_rows.add(m["n"])
+        minutes = "—" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min"
         out.append(_row(f"LLM, {r['variant']}", m["metrics"]["overall"], m.get("ranking"), m.get("paired"), None,
-                        r["steps"], f"{r['train_seconds'] / 60:.1f} min"))
+                        r["steps"], minutes))
         if m.get("blend"):
             b = m["blend"]
             out.append(_row(f"llm+mf (w={b['weight']:g}), {r['variant']}", b["metrics"]["overall"], None,
@@ -121,6 +180,18 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> int:
+    try:
+        return ablation()
+    except Stop as e:
+        if e.message:
+            print(e.message, file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("ablation: interrupted; finished variants are kept, rerun to go on", file=sys.stderr)
+        return 130
+
+
+def ablation() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "),
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -140,10 +211,17 @@ def main() -> int:
             setattr(args, key, getattr(args, key).expanduser().resolve())
     if args.model and Path(args.model).expanduser().exists():
         args.model = str(Path(args.model).expanduser().resolve())
+    for key in ("config", "train_config"):
+        if not getattr(args, key).is_file():
+            raise Stop(f"error: --{key.replace('_', '-')} {getattr(args, key)}: not found")
     if not args.table_only and (args.raw is None or not args.raw.exists()):
-        sys.exit(f"error: --raw {args.raw}: not found")
+        raise Stop(f"error: --raw {args.raw}: not found")
     if not args.table_only:
         tiny_model(args)
+        # the training config and every --train-override, checked in seconds before any preparing or training
+        probe = args.out / "runs" / "check"
+        execute([sys.executable, *train_command(args, probe / "data", probe / "run"), "--dry-run"],
+                "checking --train-config and --train-override", quiet=True)
     results = [run_variant(name, VARIANTS[name], args) for name in args.variants]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.json").write_text(json.dumps(results, indent=2, default=str))
