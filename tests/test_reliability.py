@@ -301,6 +301,25 @@ def test_ctrl_c_while_the_model_loads_leaves_nothing(tiny_model, prepared_data, 
     assert "no complete checkpoint was saved" in err and "--overwrite" in err and "--resume" not in err
 
 
+def test_sigterm_gets_the_clean_up_of_ctrl_c(tiny_model, prepared_data, tmp_path, monkeypatch, capsys):
+    """`kill PID` (a scheduler, a container stopping) during a command: the same clean-up as Ctrl-C, exit 143,
+    and SIGTERM's own handler back once the command returns."""
+    import os
+    import signal
+
+    from movierec.train.session import TrainingSession
+
+    def killed(*args, **kwargs):  # the signal arrives while the model loads
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "run"
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(TrainingSession, "launch", killed)
+    assert main(_train_argv(tiny_model, prepared_data, out)) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "terminated"
+    assert not out.exists() and signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.parametrize("extra, said", [(("--dry-run", "--rate", "-5"), ("--rate: training examples per second "
                                                                           "must be > 0, got -5")),
                                          (("--override", "output_dir=/proc/movierec-run"), "/proc/movierec-run: cannot")])

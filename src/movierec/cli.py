@@ -9,7 +9,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from movierec.errors import UserError
 from movierec.models.tiny import PRETRAIN_STEPS
@@ -227,19 +229,38 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "verbose", False):  # LLaMA-Factory's INFO lines (model loading, ...) are for train.log
         os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "ERROR")
     module, func = COMMANDS[args.command].split(":")
+    previous = _on_sigterm(_terminate)
     try:
         result = getattr(importlib.import_module(module), func)(args)
     except UserError as e:
         for line in str(e).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print("terminated" if isinstance(e, Terminated) else "interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
     except OSError as e:  # a file that cannot be read or written: permissions, a full disk, a file for a folder
         print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 2
+    finally:
+        _on_sigterm(previous)
     return int(result or 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a job scheduler, a container stopping), raised where the command is: the clean-up Ctrl-C
+    gets (staging folders deleted, a run that never stepped undone, temporary files removed) instead of none."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def _on_sigterm(handler):
+    """Install `handler` for SIGTERM (None: leave it); returns the one it replaces. Only the main thread may."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

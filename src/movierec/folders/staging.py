@@ -10,22 +10,41 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from movierec.errors import UserError
 from movierec.folders.io import current_umask
 from movierec.folders.ownership import pid_alive
+
+
+def temporary_prefix(name: str) -> str:
+    """The start of a temporary file's or folder's name for `name` written by this process: `.NAME.PID-`.
+    clear_stale(folder, name) removes those of processes that are gone."""
+    return f".{name}.{os.getpid()}-"
+
+
+def clear_stale(folder: Path, name: str) -> None:
+    """Remove the temporary files and folders (`.NAME.PID-*.tmp`) that processes killed mid-write left
+    (SIGKILL, power loss: nothing of theirs could clean up); a live process's are left alone."""
+    for stale in folder.glob(f".{name}.*.tmp"):
+        pid = stale.name[len(name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 @contextmanager
 def staging(out: Path) -> Iterator[Path]:
     """A new hidden folder beside `out`, renamed to `out` when the block ends without error (a previous
     folder there is replaced), deleted when it fails."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.*.tmp"):  # left by a process that was killed (SIGKILL, power)
-        pid = stale.name[len(out.name) + 2:].split("-", 1)[0]
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-    stamp = f"{os.getpid()}-{time.monotonic_ns()}"
-    tmp, old = out.parent / f".{out.name}.{stamp}.tmp", out.parent / f".{out.name}.{stamp}.old.tmp"
-    tmp.mkdir()
+    stamp = f"{temporary_prefix(out.name)}{time.monotonic_ns()}"
+    tmp, old = out.parent / f"{stamp}.tmp", out.parent / f"{stamp}.old.tmp"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clear_stale(out.parent, out.name)
+        tmp.mkdir()
+    except OSError as e:  # named by the folder asked for, not by the hidden one beside it
+        raise UserError(f"{out}: cannot write there ({e.strerror or e})") from None
     try:
         yield tmp
         mask = current_umask()

@@ -58,6 +58,10 @@ def read_header(path: Path) -> dict[str, Any]:
         read_field,
     )
 
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.gguf"))
+        raise UserError(f"{path}: is a folder; name the .gguf file" + (f" (it holds {', '.join(found[:3])})"
+                                                                       if found else " (it holds none)"))
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     with path.open("rb") as f:

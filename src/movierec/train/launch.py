@@ -134,18 +134,18 @@ def _train(session: TrainingSession, record: dict[str, Any], done: int | None, n
                 logs[RunDir.LF_ARGS] = run.file(RunDir.LF_ARGS).read_text(encoding="utf-8")
         session.write(record)
         _header(run, record, session.plan, session.device, notes, resume)
-        interrupted = False
+        interrupted: KeyboardInterrupt | None = None
         try:
             rc = session.launch(verbose=args.verbose)
-        except KeyboardInterrupt:  # Ctrl-C, e.g. while the model loads: same clean-up, so the command can rerun
-            rc, interrupted = 130, True
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, e.g. while the model loads: same clean-up, so the
+            rc, interrupted = 130, e    # command can rerun
         started = _started(run, done)
         if rc != 0 and not started:
             _undo(run, resume, before, logs, show_log=not interrupted)
     if rc != 0 and not started and resume is None and not existed:
         run.path.rmdir()  # empty again: the lock went with the `with` block
     if interrupted:
-        raise KeyboardInterrupt
+        raise interrupted
     return _finish(run, rc, started)
 
 
