@@ -160,7 +160,8 @@ def _type_name(action: argparse.Action) -> str:
     if action.choices:
         return "one of " + ", ".join(str(c) for c in action.choices)
     name = getattr(action.type, "__name__", "str")
-    return {"string_to_bool": "bool"}.get(name, name)
+    # transformers' string_to_bool (LLaMA-Factory's command line too) reads these, in any case
+    return {"string_to_bool": "bool (true/false, yes/no, 1/0)"}.get(name, name)
 
 
 def _coerce(key: str, value: Any, action: argparse.Action, default: Any, type_str: str) -> Any:
