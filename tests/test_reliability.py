@@ -175,6 +175,13 @@ def test_data_prepared_again_after_training_is_noticed(demo_run, prepared_data, 
     assert main(["report", "--run", str(run)]) == 0
     assert "prepared again after this run trained" in capsys.readouterr().err
     assert "prepared again after this run trained" in (run / RunDir.REPORT).read_text()
+    # nor does a resume go on with the new examples (it would also hide the change from evaluate: the record
+    # it writes names the new data)
+    before = _tree(run)
+    assert main(_resume(demo_run, run, data, "checkpoint-4")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --resume: ") and "prepared again after this run trained" in err
+    assert err.count("\n") == 1 and _tree(run) == before
 
 
 def test_an_eval_split_naming_the_train_file_is_refused(demo_run, tmp_path, capsys):

@@ -200,7 +200,8 @@ class RunDir:
             return DatasetDir(override).require()
         return DatasetDir(self._located("dataset_dir", "the data folder", "pass --data DIR")).require()
 
-    def data_changed(self, data: DatasetDir) -> str | None:
+    def data_changed(self, data: DatasetDir,
+                     consequence: str = "so its eval examples may include ones the run trained on") -> str | None:
         """Why `data` is not the data this run trained on (its training file changed since), else None."""
         recorded = self.resolved().get("data_train_sha256")
         if not isinstance(recorded, dict) or not recorded:
@@ -213,7 +214,7 @@ class RunDir:
         if not changed:
             return None
         return (f"{data.path} was prepared again after this run trained (its {changed[0]} file differs from the one "
-                "the run trained on), so its eval examples may include ones the run trained on")
+                f"the run trained on), {consequence}")
 
     def model_path(self) -> str:
         """model_name_or_path: a hub id as recorded, a local folder located like the data folder."""

@@ -68,6 +68,12 @@ def main(args) -> int:
         return 0
     if session.counts["prepared"]:
         session.data.check_splits(session.lf_args.get("dataset"), session.lf_args.get("eval_dataset"))
+    if session.resume is not None and session.counts["prepared"]:  # the rest of a run is trained on its own data
+        changed = session.run.data_changed(session.data, "so resuming would go on with other examples (and its "
+                                           "evaluation could include ones it trained on)")
+        if changed:
+            raise UserError(f"--resume: {changed}; start a new run (--overwrite, or another output_dir), or "
+                            "prepare the data as it was")
     for line in session.warnings():
         print(f"warning: {line}", file=sys.stderr)
     if args.dry_run:

@@ -44,8 +44,10 @@ def main(args: argparse.Namespace) -> int:
     path = run["dir"] / RunDir.REPORT
     atomic_write_text(path, build_report(run, plots, run_files(run["dir"])))
     print(f"wrote {path} and {len(plots)} plot(s) in {run['dir'] / 'plots'}")
+    if run.get("baselines_note"):  # there, but computed on other data
+        print(f"note: {run['baselines_note']}")
     for label, p, data in (("data manifest", run["manifest_path"], run["manifest"]),
                            ("baselines", run["baselines_path"], run["baselines"])):
-        if p is not None and data is None:
+        if p is not None and data is None and not (label == "baselines" and run.get("baselines_note")):
             print(f"note: {label} {p} not found; the report says so")
     return 0
