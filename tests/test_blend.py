@@ -95,6 +95,19 @@ def test_no_validation_examples_no_blend_but_the_paired_comparison():
     assert b is None and "baselines_validation.jsonl beside b.json" in note and "rerun `movierec baselines`" in note
 
 
+def test_baselines_of_other_examples_give_no_comparison_rather_than_one_on_a_few_rows():
+    """`movierec baselines` scores every eval and validation example of its data: files that cover fewer are
+    another data's, and a comparison on the few rows they share would be a different, smaller test."""
+    records, llm, valid, llm_v, base = _case("llm", np.random.default_rng(5))
+    few = compare.Baselines(base.path, base.result, base.eval.iloc[: len(base.eval) // 2], base.valid)
+    pair, b, note = compare.compare(records, llm, valid, llm_v, few, n_boot=0)
+    assert pair is None and b is None and f"scores {len(base.eval) // 2:,} of the {len(records):,} eval" in note
+    few = compare.Baselines(base.path, base.result, base.eval, base.valid.iloc[:3])
+    pair, b, note = compare.compare(records, llm, valid, llm_v, few, n_boot=0)
+    assert pair is not None and b is None and f"scores 3 of the {len(valid):,} validation examples" in note
+    assert note.endswith("rerun `movierec baselines`")
+
+
 def _written(tmp_path, rng=np.random.default_rng(4)):
     """baselines.json and its per-example files, as `movierec baselines` writes them."""
     *_, base = _case("llm", rng)
@@ -117,6 +130,8 @@ def _written(tmp_path, rng=np.random.default_rng(4)):
     (DatasetDir.BASELINE_PREDICTIONS, lambda rows: [*rows, rows[3]], "appears on more than one line (1 repeats)"),
     (DatasetDir.BASELINE_PREDICTIONS, lambda rows: [{k: v for k, v in r.items() if k != "gbdt"} for r in rows],
      "gbdt missing on some lines"),
+    (DatasetDir.BASELINE_PREDICTIONS, lambda rows: [*rows[:-1], [1, 2]], "not JSON lines of objects"),
+    (DatasetDir.BASELINE_VALIDATION, lambda rows: [*rows[:-1], None], "not JSON lines of objects"),
 ])
 def test_damaged_baseline_files_stop_evaluate_before_scoring_with_one_line(tmp_path, name, edit, message):
     """Read (and checked) before the LLM scores anything: one line that says which file and to rerun baselines."""

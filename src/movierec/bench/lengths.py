@@ -93,14 +93,26 @@ def example_token_stats(dataset_dir: str | Path) -> tuple[dict[str, Any], str]:
         return default_lengths(), f"real MovieLens-100K prompts shipped in movierec ({DEFAULT_LENGTHS}; no {path})"
     manifest = DatasetDir(dataset_dir).manifest()
     lengths, chars = manifest.get("example_lengths"), manifest.get("prompt_chars")
-    if isinstance(lengths, dict) and lengths.get("unit") == "tokens":
+    if _usable(lengths) and lengths.get("unit") == "tokens":
         return lengths, f"{path} (tokens of {lengths.get('tokenizer')})"
-    if isinstance(lengths, dict) and lengths.get("unit") == "characters":
-        return chars_to_tokens(lengths), f"{path} ({lengths['rule']})"
-    if isinstance(chars, dict) and "mean" in chars:  # a manifest from before example_lengths
+    if _usable(lengths) and lengths.get("unit") == "characters":
+        return chars_to_tokens(lengths), f"{path} ({lengths.get('rule')})"
+    if isinstance(chars, dict) and all(_number(chars.get(k)) for k in ("mean", "std", "min", "max")):
+        # a manifest from before example_lengths
         return chars_to_tokens(_normal_quantiles(chars)), f"{path} (prompt_chars as a normal distribution; " \
             f"tokens = characters / {CHARS_PER_TOKEN} + {TEMPLATE_TOKENS + ANSWER_TOKENS})"
-    return default_lengths(), f"real MovieLens-100K prompts shipped in movierec ({path} has no lengths)"
+    return default_lengths(), f"real MovieLens-100K prompts shipped in movierec ({path} has no lengths movierec can read)"
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _usable(lengths: Any) -> bool:
+    """A manifest's example_lengths as prepare writes them (a hand-edited or damaged one is not used)."""
+    return (isinstance(lengths, dict) and all(_number(lengths.get(k)) for k in ("mean", "std", "min", "max"))
+            and isinstance(lengths.get("quantiles"), list) and len(lengths["quantiles"]) >= 2
+            and all(_number(q) for q in lengths["quantiles"]))
 
 
 def default_lengths() -> dict[str, Any]:

@@ -66,8 +66,8 @@ def _frame(path: Path, scores: list[str]) -> pd.DataFrame:
     fix = "rerun `movierec baselines`"
     try:
         frame = pd.read_json(path, lines=True, convert_dates=False, dtype=False)
-    except ValueError as e:
-        raise UserError(f"{path}: not JSON lines ({e}); {fix}") from None
+    except (ValueError, AttributeError, TypeError) as e:  # a line that is not JSON, or not an object
+        raise UserError(f"{path}: not JSON lines of objects ({e}); {fix}") from None
     if frame.empty:
         raise UserError(f"{path}: holds no examples; {fix}")
     missing = [c for c in [*KEY, LABEL, *scores] if c not in frame or frame[c].isna().any()]
@@ -128,8 +128,10 @@ def compare(records: list[dict], probs: np.ndarray, valid_records: list[dict], v
                         LABEL: [int(r[LABEL]) for r in records], "p": probs,
                         WARM: [bool(r.get(WARM, True)) for r in records]})
     both = llm.merge(base.eval[KEY + sorted({best, "mf"})], on=KEY, how="inner")
-    if both.empty:
-        return None, None, f"{base.path}: scores none of the eval examples evaluate scored; rerun `movierec baselines`"
+    if len(both) < len(llm):  # `movierec baselines` scores every eval example of the data it ran on
+        return None, None, (f"{base.path}: scores {len(both):,} of the {len(llm):,} eval examples evaluate scored "
+                            "(not the baselines of this data): no paired comparison or blend; rerun "
+                            "`movierec baselines`")
     y, users = both.label.to_numpy(), both.user_id.to_numpy()
     pair = paired(y, both.p.to_numpy(), both[best].to_numpy(), users, best, n_boot)
     weight, note = choose(valid_records, valid_probs, base)
@@ -158,6 +160,10 @@ def choose(valid_records: list[dict], valid_probs: np.ndarray,
     llm = pd.DataFrame({USER_ID: [r[USER_ID] for r in valid_records],
                         MOVIE_ID: [r[MOVIE_ID] for r in valid_records], "p": valid_probs})
     v = llm.merge(base.valid[[*KEY, LABEL, "mf"]], on=KEY, how="inner")
+    if len(v) < len(llm):
+        return None, (f"{base.path.parent / DatasetDir.BASELINE_VALIDATION}: scores {len(v):,} of the {len(llm):,} "
+                      "validation examples (not the baselines of this data): no llm+mf blend; rerun "
+                      "`movierec baselines`")
     if v.label.nunique() < 2:
         return None, "the validation examples hold a single label: no llm+mf blend"
     weight, aucs = blend.choose_weight(v.label.to_numpy(), v.p.to_numpy(), v.mf.to_numpy())
