@@ -2,14 +2,15 @@
 """The prompt ablation on real data: one prepared variant per prompt option, the same eval rows for all,
 the tiny model trained on each (configs/tiny_ml100k.yaml), every baseline and the llm+mf blend beside it.
 
-    python scripts/ablation.py --raw ML100K_DIR --out output/ablation          # ~5 trainings, see --variants
-    python scripts/ablation.py --raw DIR --config configs/data/demo.yaml --train-config configs/demo_tiny.yaml
+    python scripts/ablation.py --raw data/raw/ml-100k.zip --out output/ablation   # 5 trainings, ~1 h on 2 cores
+    python scripts/ablation.py --raw data/demo/raw --config configs/data/demo.yaml --train-config configs/demo_tiny.yaml
         --out output/ablation-demo --model output/tiny-qwen3         # (one command)
 
-Writes OUT/table.md (AUC [95% interval], UAUC, HR@10, NDCG@10, the paired AUC difference from the best
-baseline with its interval, the blend's paired difference from each of its parts, steps and training time)
-and OUT/ablation.json. `--table-only` rebuilds the table from the finished variants. A variant already done (its
-metrics.json exists, from the same input, configs, model and overrides: OUT/variants/NAME.json records them
+`movierec prepare --config configs/data/movielens_100k.yaml` downloads data/raw/ml-100k.zip; data/demo/raw is what
+`movierec demo` generates. Writes OUT/table.md (AUC [95% interval], UAUC, HR@10, NDCG@10, the paired AUC difference
+from the best baseline with its interval, the blend's paired difference from each of its parts, steps and training
+time) and OUT/ablation.json. `--table-only` rebuilds the table from the finished variants. A variant already done
+(its metrics.json exists, from the same input, configs, model and overrides: OUT/variants/NAME.json records them
 with the training time) is not trained again: rerun after an interruption to finish the rest; a changed input
 redoes the variants it touches. Bad arguments stop before any work, with one line and exit code 2.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -60,14 +62,21 @@ def movierec(*args: str) -> None:
     execute([sys.executable, "-m", "movierec", *args], args[0])
 
 
-def read(path: Path, fix: str):
-    """A JSON file an earlier step wrote; Stop naming it and `fix` when it is missing or damaged."""
+def read(path: Path, fix: str, needs: tuple[str, ...] = ()) -> dict:
+    """A JSON object an earlier step wrote, holding the keys `needs`; Stop naming it and `fix` when it is missing,
+    damaged or not such an object."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError:
         raise Stop(f"error: {path}: missing; {fix}") from None
     except (OSError, ValueError) as e:
         raise Stop(f"error: {path}: unreadable ({e}); {fix}") from None
+    if not isinstance(value, dict):
+        raise Stop(f"error: {path}: not a JSON object; {fix}")
+    missing = [k for k in needs if not isinstance(value.get(k), (dict, int)) or isinstance(value.get(k), bool)]
+    if missing:
+        raise Stop(f"error: {path}: no {', '.join(missing)}; {fix}")
+    return value
 
 
 def fingerprint(args: argparse.Namespace, overrides: list[str]) -> dict:
@@ -121,7 +130,7 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
             recorded.write_text(json.dumps({"inputs": inputs, "train_seconds": seconds}, indent=2))
     fix = "rerun without --table-only to redo this variant" if args.table_only else "delete it and rerun"
     return {"variant": name, "overrides": overrides, "data": str(data), "run": str(run),
-            "metrics": read(metrics, fix), "baselines": read(data / "baselines.json", fix),
+            "metrics": read(metrics, fix, ("n", "metrics")), "baselines": read(data / "baselines.json", fix, ("baselines",)),
             "train_seconds": read(recorded, fix).get("train_seconds"),
             "steps": read(run / "trainer_state.json", fix).get("global_step")}
 
@@ -164,22 +173,28 @@ def table(results: list[dict]) -> str:
     for r in results:
         m = r["metrics"]
         eval_rows.add(m["n"])
-        minutes = "—" if r["train_seconds"] is None else f"{r['train_seconds'] / 60:.1f} min"
-        out.append(_row(f"LLM, {r['variant']}", m["metrics"]["overall"], m.get("ranking"), m.get("paired"), None,
-                        r["steps"], minutes))
-        if m.get("blend"):
-            b = m["blend"]
-            out.append(_row(f"llm+mf (w={b['weight']:g}), {r['variant']}", b["metrics"]["overall"], None,
-                            b.get("paired"), b.get("vs_parts")))
-    base = results[0]["baselines"]
-    for name, block in base["baselines"].items():
-        out.append(_row(f"baseline: {name}", block["overall"], block.get("ranking"), None))
+        seconds = r["train_seconds"]
+        minutes = f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "—"
+        out.append(_row(f"LLM, {r['variant']}", m["metrics"].get("overall") or {}, m.get("ranking"), m.get("paired"),
+                        None, r["steps"] if r["steps"] is not None else "—", minutes))
+        b = m.get("blend")
+        if isinstance(b, dict) and isinstance(b.get("metrics"), dict):
+            out.append(_row(f"llm+mf (w={b.get('weight', float('nan')):g}), {r['variant']}",
+                            b["metrics"].get("overall") or {}, None, b.get("paired"), b.get("vs_parts")))
+    for name, block in results[0]["baselines"]["baselines"].items():
+        if isinstance(block, dict):
+            out.append(_row(f"baseline: {name}", block.get("overall") or {}, block.get("ranking"), None))
     if len(eval_rows) != 1:
         out.append(f"\nwarning: the variants scored different numbers of eval examples: {sorted(eval_rows)}\n")
     return "".join(out)
 
 
+def _terminated(signum, frame):  # SIGTERM (a job scheduler's stop) is Ctrl-C: the running step is stopped too
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return ablation()
     except Stop as e:
@@ -196,14 +211,14 @@ def ablation() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--raw", type=Path, help="the MovieLens input (zip or folder) every variant prepares")
-    p.add_argument("--out", type=Path, default=ROOT / "output" / "ablation", help="where data, runs and the table go")
+    p.add_argument("--out", type=Path, default=ROOT / "output" / "ablation", help="where data, runs and the table go (default: %(default)s)")
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "data" / "movielens_100k.yaml",
-                   help="the reference data config; each variant adds its options as overrides")
-    p.add_argument("--train-config", type=Path, default=ROOT / "configs" / "tiny_ml100k.yaml", help="training config")
-    p.add_argument("--model", help="base model folder (default: the training config's)")
+                   help="the reference data config; each variant adds its options as overrides (default: %(default)s)")
+    p.add_argument("--train-config", type=Path, default=ROOT / "configs" / "tiny_ml100k.yaml", help="training config (default: %(default)s)")
+    p.add_argument("--model", help="base model folder (default: the training config's model_name_or_path)")
     p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every training run, e.g. max_steps=300 for a quick look")
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="rows to run")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="rows to run (default: all five)")
     p.add_argument("--table-only", action="store_true", help="only rebuild the table from finished variants")
     args = p.parse_args()
     for key in ("raw", "out", "config", "train_config"):  # the commands below run from the repository root
@@ -214,7 +229,10 @@ def ablation() -> int:
     for key in ("config", "train_config"):
         if not getattr(args, key).is_file():
             raise Stop(f"error: --{key.replace('_', '-')} {getattr(args, key)}: not found")
-    if not args.table_only and (args.raw is None or not args.raw.exists()):
+    if not args.table_only and args.raw is None:
+        raise Stop("error: --raw is required: the MovieLens zip or folder every variant prepares (e.g. "
+                   "data/raw/ml-100k.zip, which `movierec prepare --config configs/data/movielens_100k.yaml` downloads)")
+    if not args.table_only and not args.raw.exists():
         raise Stop(f"error: --raw {args.raw}: not found")
     if not args.table_only:
         tiny_model(args)

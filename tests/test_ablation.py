@@ -1,0 +1,71 @@
+"""scripts/ablation.py without training: its argument checks, its table from finished variants and its one-line
+refusals of damaged results (the trainings themselves are the commands other tests run)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "ablation.py"
+AUC = {"auc": 0.7, "auc_ci95": [0.68, 0.72], "uauc": 0.6, "uauc_ci95": [0.57, 0.63]}
+DIFF = {"comparison": {"auc": {"diff": 0.01, "diff_ci95": [-0.005, 0.02]}}}
+
+
+def _ablation(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def _finished(out, name="reference"):
+    """A variant's files as a finished run leaves them (shapes as evaluate and baselines write them)."""
+    run, data = out / "runs" / name, out / "data" / name
+    for folder in (run, data, out / "variants"):
+        folder.mkdir(parents=True, exist_ok=True)
+    metrics = {"n": 4450, "metrics": {"overall": AUC}, "ranking": {"hr@10": 0.3, "ndcg@10": 0.15},
+               "paired": {"baseline": "gbdt", **DIFF},
+               "blend": {"weight": 0.8, "metrics": {"overall": AUC}, "paired": {"baseline": "gbdt", **DIFF},
+                         "vs_parts": {"llm": DIFF, "mf": DIFF}}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "trainer_state.json").write_text(json.dumps({"global_step": 1200}))
+    (data / "baselines.json").write_text(json.dumps({"baselines": {"gbdt": {"overall": AUC}, "mf": {"overall": AUC}}}))
+    (out / "variants" / f"{name}.json").write_text(json.dumps({"inputs": {}, "train_seconds": 660}))
+    return run, data
+
+
+def test_missing_or_absent_raw_is_one_line_before_any_work(tmp_path):
+    done = _ablation("--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.startswith("error: --raw is required") and done.stderr.count("\n") == 1
+    assert "data/raw/ml-100k.zip" in done.stderr and not (tmp_path / "out").exists()
+    done = _ablation("--raw", str(tmp_path / "nope.zip"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr == f"error: --raw {tmp_path / 'nope.zip'}: not found\n"
+
+
+def test_table_only_rebuilds_the_table_from_finished_variants(tmp_path):
+    _finished(tmp_path)
+    done = _ablation("--table-only", "--out", str(tmp_path), "--variants", "reference")
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "table.md").read_text()
+    assert "| LLM, reference | 0.700 [0.680, 0.720] | 0.600 [0.570, 0.630] | 0.300 | 0.150 |" in table
+    assert "+0.010 [-0.005, +0.020] vs gbdt" in table and "| 1200 | 11.0 min |" in table
+    assert "| llm+mf (w=0.8), reference |" in table and "| baseline: mf |" in table
+    done = _ablation("--table-only", "--out", str(tmp_path), "--variants", "reference", "all")
+    assert done.returncode == 2 and done.stderr.startswith("error: all: not finished") and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("where, content, message", [
+    ("runs/reference/metrics.json", "[1, 2]", "not a JSON object"),
+    ("runs/reference/metrics.json", "{}", "no n, metrics"),
+    ("runs/reference/metrics.json", "{", "unreadable"),
+    ("runs/reference/trainer_state.json", "[]", "not a JSON object"),
+    ("data/reference/baselines.json", '{"data_manifest_sha256": "x"}', "no baselines"),
+    ("variants/reference.json", "null", "not a JSON object"),
+])
+def test_damaged_results_are_one_line(tmp_path, where, content, message):
+    _finished(tmp_path)
+    (tmp_path / where).write_text(content)
+    done = _ablation("--table-only", "--out", str(tmp_path), "--variants", "reference")
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {tmp_path / where}: {message}")
+    assert done.stderr.count("\n") == 1 and "rerun without --table-only" in done.stderr
+    assert not (tmp_path / "table.md").exists()
