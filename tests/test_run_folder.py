@@ -1,8 +1,12 @@
 """A run folder cannot be corrupted: every bad start ends with one line, exit code 2, nothing written.
 
-Real `scripts/train_llamafactory.py` processes; most cases stop before any model loads.
+Real `scripts/train_llamafactory.py` processes where the process matters (a file for output_dir, a model that
+fails to load, variables from the environment); the checks that stop before any model loads run the same
+command in this process (`refused`), which spares each case the seconds of importing LLaMA-Factory.
 """
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -10,6 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import HANG_GUARD_S, ROOT, run_cli
@@ -26,6 +31,18 @@ def train(model: Path, data: Path, out: str | Path, *extra: str, cwd: Path = ROO
         return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=HANG_GUARD_S,
                               env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
     return run_cli(*args, cwd=cwd)
+
+
+def refused(model: Path, data: Path, out: str | Path, *extra: str) -> SimpleNamespace:
+    """`train` with these arguments in this process: its exit code and what it printed on stderr."""
+    from movierec.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["train", "--config", str(ROOT / "configs/demo_tiny.yaml"), "--device", "cpu",
+                   "--override", f"model_name_or_path={model}", "--override", f"dataset_dir={data}",
+                   "--override", f"output_dir={out}", *extra])
+    return SimpleNamespace(returncode=rc, stderr=err.getvalue())
 
 
 def one_error(proc) -> str:
@@ -65,11 +82,11 @@ def test_out_of_range_values_stop_the_dry_run(tiny_model, prepared_data, tmp_pat
 
 
 def test_out_of_range_values_stop_the_run_all_at_once(tiny_model, prepared_data, tmp_path):
-    """A real run: every range problem reported at once, one line each; then LLaMA-Factory's own check."""
+    """Not a dry run: every range problem reported at once, one line each; then LLaMA-Factory's own check."""
     overrides = [x for o in RANGE_ERRORS for x in ("--override", o)]
-    err = one_error(train(tiny_model, prepared_data, tmp_path / "out", *overrides)).splitlines()
+    err = one_error(refused(tiny_model, prepared_data, tmp_path / "out", *overrides)).splitlines()
     assert sorted(line.removeprefix("error: ") for line in err) == sorted(RANGE_ERRORS.values())
-    assert CROSS_FIELD[1] in one_error(train(tiny_model, prepared_data, tmp_path / "out", "--override", CROSS_FIELD[0]))
+    assert CROSS_FIELD[1] in one_error(refused(tiny_model, prepared_data, tmp_path / "out", "--override", CROSS_FIELD[0]))
     assert not (tmp_path / "out").exists()
 
 
@@ -77,7 +94,7 @@ def test_a_missing_dataset_file_stops_a_run(tiny_model, prepared_data, tmp_path)
     data = tmp_path / "data"
     shutil.copytree(prepared_data, data)
     (data / "movielens_qwen3_eval.jsonl").unlink()
-    err = one_error(train(tiny_model, data, tmp_path / "out"))
+    err = one_error(refused(tiny_model, data, tmp_path / "out"))
     assert "eval_dataset: 'movielens_qwen3_eval' names" in err and "does not exist" in err
     assert not (tmp_path / "out").exists()
 
@@ -87,14 +104,14 @@ def test_edited_prepared_data_is_refused(tiny_model, prepared_data, tmp_path):
     shutil.copytree(prepared_data, data)
     train_file = data / "movielens_qwen3_train.jsonl"
     train_file.write_text(train_file.read_text().replace('"output": "Yes"', '"output": "No"', 1))
-    err = one_error(train(tiny_model, data, tmp_path / "out", *SHORT))
+    err = one_error(refused(tiny_model, data, tmp_path / "out", *SHORT))
     assert "movielens_qwen3_train.jsonl changed since `movierec prepare` wrote it" in err
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "a/b", ".."])
 def test_run_names_stay_inside_output_dir(tiny_model, prepared_data, tmp_path, name):
-    assert "--run-name" in one_error(train(tiny_model, prepared_data, tmp_path / "out", "--run-name", name))
+    assert "--run-name" in one_error(refused(tiny_model, prepared_data, tmp_path / "out", "--run-name", name))
     assert not (tmp_path / "out").exists()
 
 
@@ -112,7 +129,7 @@ def test_a_held_folder_refuses_another_process(tiny_model, prepared_data, tmp_pa
         (out / ".movierec.lock").write_text(json.dumps({"pid": owner.pid, "host": socket.gethostname(),
                                                        "since": "now", "command": "train ..."}))
         for extra in ((), ("--overwrite",), ("--resume",)):
-            err = one_error(train(tiny_model, prepared_data, out, *SHORT, *extra))
+            err = one_error(refused(tiny_model, prepared_data, out, *SHORT, *extra))
             assert f"in use by PID {owner.pid}" in err or "no complete checkpoint" in err
         assert sorted(p.name for p in out.iterdir()) == [".movierec.lock"]
     finally:
@@ -123,7 +140,7 @@ def test_overwrite_never_deletes_what_movierec_did_not_write(tiny_model, prepare
     out = tmp_path / "notes"
     (out / "checkpoint-1").mkdir(parents=True)
     (out / "thesis.tex").write_text("precious")
-    err = one_error(train(tiny_model, prepared_data, out, *SHORT, "--overwrite"))
+    err = one_error(refused(tiny_model, prepared_data, out, *SHORT, "--overwrite"))
     assert "not a movierec run folder" in err and "nothing was deleted" in err
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1", "thesis.tex"]
 
