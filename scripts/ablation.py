@@ -112,7 +112,8 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
         raise Stop(f"error: {name}: not finished ({metrics} or {recorded} missing); run without --table-only")
     if not args.table_only:
         inputs = fingerprint(args, overrides)
-        done = metrics.is_file() and recorded.is_file() and read(recorded, "delete it and rerun").get("inputs") == inputs
+        done = (metrics.is_file() and recorded.is_file()
+                and read(recorded, "delete it and rerun").get("inputs") == inputs)
         if metrics.is_file() and not done:
             print(f"ablation: {name}: its input, configs, model or overrides changed since it ran (or {recorded.name} "
                   "is missing); redoing it", file=sys.stderr)
@@ -130,7 +131,8 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
             recorded.write_text(json.dumps({"inputs": inputs, "train_seconds": seconds}, indent=2))
     fix = "rerun without --table-only to redo this variant" if args.table_only else "delete it and rerun"
     return {"variant": name, "overrides": overrides, "data": str(data), "run": str(run),
-            "metrics": read(metrics, fix, ("n", "metrics")), "baselines": read(data / "baselines.json", fix, ("baselines",)),
+            "metrics": read(metrics, fix, ("n", "metrics")),
+            "baselines": read(data / "baselines.json", fix, ("baselines",)),
             "train_seconds": read(recorded, fix).get("train_seconds"),
             "steps": read(run / "trainer_state.json", fix).get("global_step")}
 
@@ -167,26 +169,44 @@ def _row(name: str, overall: dict, ranking: dict | None, paired: dict | None, pa
 
 
 def table(results: list[dict]) -> str:
-    out = ["| row | AUC [95% CI] | UAUC [95% CI] | HR@10 | NDCG@10 | ΔAUC vs best baseline [95% CI] | "
-           "blend minus LLM; minus mf | steps | train time |\n", "|---|---|---|---|---|---|---|---|---|\n"]
-    eval_rows = set()
+    out = [("| row | AUC [95% CI] | UAUC [95% CI] | HR@10 | NDCG@10 | ΔAUC vs best baseline [95% CI] | "
+            "blend minus LLM; minus mf | steps | train time |\n"), "|---|---|---|---|---|---|---|---|---|\n"]
     for r in results:
-        m = r["metrics"]
-        eval_rows.add(m["n"])
-        seconds = r["train_seconds"]
-        minutes = f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "—"
-        out.append(_row(f"LLM, {r['variant']}", m["metrics"].get("overall") or {}, m.get("ranking"), m.get("paired"),
-                        None, r["steps"] if r["steps"] is not None else "—", minutes))
-        b = m.get("blend")
-        if isinstance(b, dict) and isinstance(b.get("metrics"), dict):
-            out.append(_row(f"llm+mf (w={b.get('weight', float('nan')):g}), {r['variant']}",
-                            b["metrics"].get("overall") or {}, None, b.get("paired"), b.get("vs_parts")))
-    for name, block in results[0]["baselines"]["baselines"].items():
-        if isinstance(block, dict):
-            out.append(_row(f"baseline: {name}", block.get("overall") or {}, block.get("ranking"), None))
+        out += _checked(_variant_rows, r, Path(r["run"]) / "metrics.json")
+    out += _checked(_baseline_rows, results[0]["baselines"], Path(results[0]["data"]) / "baselines.json")
+    eval_rows = {r["metrics"]["n"] for r in results}
     if len(eval_rows) != 1:
         out.append(f"\nwarning: the variants scored different numbers of eval examples: {sorted(eval_rows)}\n")
     return "".join(out)
+
+
+def _checked(rows, value, path: Path) -> list[str]:
+    """`rows(value)`, or Stop naming `path` when its content is not what evaluate or baselines write."""
+    try:
+        return rows(value)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
+        raise Stop(f"error: {path}: not as movierec writes it ({type(e).__name__}: {e}); delete it and rerun "
+                   "without --table-only to redo this variant") from None
+
+
+def _variant_rows(r: dict) -> list[str]:
+    m = r["metrics"]
+    if not isinstance(m["n"], int) or isinstance(m["n"], bool):  # eval examples, compared across the variants
+        raise TypeError(f"n is {m['n']!r}, not a count")
+    seconds = r["train_seconds"]
+    minutes = f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) else "—"
+    rows = [_row(f"LLM, {r['variant']}", m["metrics"].get("overall") or {}, m.get("ranking"), m.get("paired"), None,
+                 r["steps"] if r["steps"] is not None else "—", minutes)]
+    b = m.get("blend")
+    if b is not None:
+        rows.append(_row(f"llm+mf (w={b['weight']:g}), {r['variant']}", b["metrics"].get("overall") or {}, None,
+                         b.get("paired"), b.get("vs_parts")))
+    return rows
+
+
+def _baseline_rows(base: dict) -> list[str]:
+    return [_row(f"baseline: {name}", block.get("overall") or {}, block.get("ranking"), None)
+            for name, block in base["baselines"].items()]
 
 
 def _terminated(signum, frame):  # SIGTERM (a job scheduler's stop) is Ctrl-C: the running step is stopped too
@@ -211,14 +231,18 @@ def ablation() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--raw", type=Path, help="the MovieLens input (zip or folder) every variant prepares")
-    p.add_argument("--out", type=Path, default=ROOT / "output" / "ablation", help="where data, runs and the table go (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=ROOT / "output" / "ablation",
+                   help="where data, runs and the table go (default: %(default)s)")
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "data" / "movielens_100k.yaml",
-                   help="the reference data config; each variant adds its options as overrides (default: %(default)s)")
-    p.add_argument("--train-config", type=Path, default=ROOT / "configs" / "tiny_ml100k.yaml", help="training config (default: %(default)s)")
+                   help="the reference data config; each variant adds its options as overrides "
+                        "(default: %(default)s)")
+    p.add_argument("--train-config", type=Path, default=ROOT / "configs" / "tiny_ml100k.yaml",
+                   help="training config (default: %(default)s)")
     p.add_argument("--model", help="base model folder (default: the training config's model_name_or_path)")
     p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every training run, e.g. max_steps=300 for a quick look")
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="rows to run (default: all five)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                   help="rows to run (default: all five)")
     p.add_argument("--table-only", action="store_true", help="only rebuild the table from finished variants")
     args = p.parse_args()
     for key in ("raw", "out", "config", "train_config"):  # the commands below run from the repository root
@@ -231,19 +255,21 @@ def ablation() -> int:
             raise Stop(f"error: --{key.replace('_', '-')} {getattr(args, key)}: not found")
     if not args.table_only and args.raw is None:
         raise Stop("error: --raw is required: the MovieLens zip or folder every variant prepares (e.g. "
-                   "data/raw/ml-100k.zip, which `movierec prepare --config configs/data/movielens_100k.yaml` downloads)")
+                   "data/raw/ml-100k.zip, which `movierec prepare --config configs/data/movielens_100k.yaml` "
+                   "downloads)")
     if not args.table_only and not args.raw.exists():
         raise Stop(f"error: --raw {args.raw}: not found")
     if not args.table_only:
+        fingerprint(args, [])  # an input that is not MovieLens stops here, before any work
         tiny_model(args)
         # the training config and every --train-override, checked in seconds before any preparing or training
         probe = args.out / "runs" / "check"
         execute([sys.executable, *train_command(args, probe / "data", probe / "run"), "--dry-run"],
                 "checking --train-config and --train-override", quiet=True)
-    results = [run_variant(name, VARIANTS[name], args) for name in args.variants]
+    results = [run_variant(name, VARIANTS[name], args) for name in dict.fromkeys(args.variants)]
+    text = table(results)  # checked before either file is written
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.json").write_text(json.dumps(results, indent=2, default=str))
-    text = table(results)
     (args.out / "table.md").write_text(text)
     print(text)
     return 0

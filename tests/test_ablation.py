@@ -14,7 +14,7 @@ DIFF = {"comparison": {"auc": {"diff": 0.01, "diff_ci95": [-0.005, 0.02]}}}
 
 
 def _ablation(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, check=False,
                           timeout=600)
 
 
@@ -61,11 +61,22 @@ def test_table_only_rebuilds_the_table_from_finished_variants(tmp_path):
     ("runs/reference/trainer_state.json", "[]", "not a JSON object"),
     ("data/reference/baselines.json", '{"data_manifest_sha256": "x"}', "no baselines"),
     ("variants/reference.json", "null", "not a JSON object"),
+    # the right keys holding the wrong things: named by the file they came from
+    ("runs/reference/metrics.json", '{"n": {}, "metrics": {}}', "not as movierec writes it"),
+    ("runs/reference/metrics.json", '{"n": 5, "metrics": {"overall": [1]}}', "not as movierec writes it"),
+    ("runs/reference/metrics.json", '{"n": 5, "metrics": {"overall": {"auc": "x"}}}', "not as movierec writes it"),
+    ("runs/reference/metrics.json", '{"n": 5, "metrics": {}, "paired": {"a": 1}}', "not as movierec writes it"),
+    ("runs/reference/metrics.json", '{"n": 5, "metrics": {}, "blend": {"weight": null}}', "not as movierec writes"),
+    ("data/reference/baselines.json", '{"baselines": {"mf": {"overall": {"auc": 0.7, "auc_ci95": [1]}}}}',
+     "not as movierec"),
+    ("data/reference/baselines.json", '{"baselines": 5}', "not as movierec writes it"),
 ])
-def test_damaged_results_are_one_line(tmp_path, where, content, message):
+def test_damaged_results_are_one_line_and_nothing_is_rewritten(tmp_path, where, content, message):
     _finished(tmp_path)
+    for name in ("table.md", "ablation.json"):  # an earlier run's: kept when this one stops
+        (tmp_path / name).write_text("earlier")
     (tmp_path / where).write_text(content)
     done = _ablation("--table-only", "--out", str(tmp_path), "--variants", "reference")
     assert done.returncode == 2 and done.stderr.startswith(f"error: {tmp_path / where}: {message}")
     assert done.stderr.count("\n") == 1 and "rerun without --table-only" in done.stderr
-    assert not (tmp_path / "table.md").exists()
+    assert (tmp_path / "table.md").read_text() == (tmp_path / "ablation.json").read_text() == "earlier"

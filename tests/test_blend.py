@@ -2,6 +2,7 @@
 train-period targets the LLM never read."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +145,19 @@ def test_damaged_baseline_files_stop_evaluate_before_scoring_with_one_line(tmp_p
         compare.load_baselines(path, "d" * 64)
     assert str(e.value).startswith(f"{tmp_path / name}: ") and message in str(e.value)
     assert str(e.value).endswith("rerun `movierec baselines`") and "\n" not in str(e.value)
+    if "repeats" in message:  # the ids as written: integers
+        assert re.search(r"user \d+, movie \d+ appears", str(e.value)), str(e.value)
+
+
+def test_a_baseline_named_like_a_column_is_refused(tmp_path):
+    from movierec.errors import UserError
+
+    path = _written(tmp_path)
+    result = json.loads(path.read_text())
+    result["baselines"]["label"] = {"overall": {"auc": 0.99}}
+    path.write_text(json.dumps(result))
+    with pytest.raises(UserError, match="a baseline named 'label', a column of the per-example files"):
+        compare.load_baselines(path, "d" * 64)
 
 
 def test_a_baselines_json_with_malformed_entries_picks_among_the_well_formed(tmp_path):

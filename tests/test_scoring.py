@@ -171,11 +171,12 @@ def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run,
     record = json.loads(baselines.read_text())
     baselines.write_text(json.dumps({"baselines": {"gbdt": {}}}))
     assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 2
-    baselines.write_text(json.dumps({**record, "data_manifest_sha256": "0" * 64}))
-    capsys.readouterr()
-    assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 0
-    said = capsys.readouterr().out  # the console gives the report's reason, not "not found"
-    assert "computed on other prepared data than the LLM's metrics" in said and "not found" not in said
+    for other in (12345, "0" * 64):  # a hand-edited hash too
+        baselines.write_text(json.dumps({**record, "data_manifest_sha256": other}))
+        capsys.readouterr()
+        assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 0
+        said = capsys.readouterr().out  # the console gives the report's reason, not "not found"
+        assert "computed on other prepared data than the LLM's metrics" in said and "not found" not in said
     report = (run / "report.md").read_text()
     assert "was computed on other prepared data than the LLM's metrics" in report and "baseline: mf" not in report
 

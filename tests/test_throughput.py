@@ -72,7 +72,10 @@ def test_bench_draws_lengths_from_the_manifest_or_the_shipped_real_distribution(
     stats, source = example_token_stats(tmp_path)  # a manifest from before example_lengths
     assert set(example_lengths(5, stats, np.random.default_rng(0))) == {round(700 / 2.67 + 28 + 3)}
     for damaged in ({"unit": "tokens"}, {"unit": "tokens", "mean": 1, "std": 0, "min": 1, "max": 9, "quantiles": "x"},
-                    {"unit": "characters", "mean": None}, []):  # hand-edited: the shipped distribution, no crash
+                    {"unit": "characters", "mean": None}, [],
+                    {"unit": "tokens", "mean": 1, "std": 0, "min": 5, "max": 10**400, "quantiles": [5, 9]},
+                    {"unit": "tokens", "mean": 1, "std": 0, "min": 5, "max": 9, "quantiles": [9, 5]}):
+        # hand-edited or damaged: the shipped distribution, never a crash (a 400-digit count overflows floats)
         (tmp_path / "manifest.json").write_text(json.dumps({"example_lengths": damaged}))
         stats, source = example_token_stats(tmp_path)
         assert "has no lengths" in source and 250 < stats["mean"] < 275

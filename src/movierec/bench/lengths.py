@@ -99,20 +99,24 @@ def example_token_stats(dataset_dir: str | Path) -> tuple[dict[str, Any], str]:
         return chars_to_tokens(lengths), f"{path} ({lengths.get('rule')})"
     if isinstance(chars, dict) and all(_number(chars.get(k)) for k in ("mean", "std", "min", "max")):
         # a manifest from before example_lengths
-        return chars_to_tokens(_normal_quantiles(chars)), f"{path} (prompt_chars as a normal distribution; " \
-            f"tokens = characters / {CHARS_PER_TOKEN} + {TEMPLATE_TOKENS + ANSWER_TOKENS})"
-    return default_lengths(), f"real MovieLens-100K prompts shipped in movierec ({path} has no lengths movierec can read)"
+        return chars_to_tokens(_normal_quantiles(chars)), (f"{path} (prompt_chars as a normal distribution; tokens = "
+                                                           f"characters / {CHARS_PER_TOKEN} + "
+                                                           f"{TEMPLATE_TOKENS + ANSWER_TOKENS})")
+    return default_lengths(), f"real MovieLens-100K prompts shipped in movierec ({path} has no lengths it can read)"
 
 
 def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite, non-negative number of a sensible size (a token or character count)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1e9
 
 
 def _usable(lengths: Any) -> bool:
     """A manifest's example_lengths as prepare writes them (a hand-edited or damaged one is not used)."""
-    return (isinstance(lengths, dict) and all(_number(lengths.get(k)) for k in ("mean", "std", "min", "max"))
-            and isinstance(lengths.get("quantiles"), list) and len(lengths["quantiles"]) >= 2
-            and all(_number(q) for q in lengths["quantiles"]))
+    if not isinstance(lengths, dict) or not all(_number(lengths.get(k)) for k in ("mean", "std", "min", "max")):
+        return False
+    q = lengths.get("quantiles")
+    return (isinstance(q, list) and len(q) >= 2 and all(_number(x) for x in q) and lengths["min"] <= lengths["max"]
+            and all(a <= b for a, b in zip(q, q[1:])))
 
 
 def default_lengths() -> dict[str, Any]:

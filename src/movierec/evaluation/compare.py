@@ -46,6 +46,10 @@ def load_baselines(path: Path, data_sha: str) -> tuple[Baselines | None, str | N
     result = read_json(path, hint="rerun `movierec baselines`")
     if not isinstance(result, dict) or not isinstance(result.get("baselines"), dict):
         raise UserError(f"{path}: not a baselines.json as `movierec baselines` writes it; rerun `movierec baselines`")
+    reserved = sorted(set(result["baselines"]) & {*KEY, LABEL, WARM, "p"})  # the columns a comparison joins on
+    if reserved:
+        raise UserError(f"{path}: a baseline named {reserved[0]!r}, a column of the per-example files; rerun "
+                        "`movierec baselines`")
     if result.get("data_manifest_sha256") not in (None, data_sha):
         return None, (f"{path} was computed on other prepared data (manifest sha256 "
                       f"{str(result['data_manifest_sha256'])[:12]}...): no paired comparison or blend; "
@@ -85,7 +89,7 @@ def _frame(path: Path, scores: list[str]) -> pd.DataFrame:
         frame[column] = values.astype(np.float64)
     duplicated = frame.duplicated(KEY)
     if duplicated.any():
-        user, movie = frame.loc[duplicated.idxmax(), KEY]
+        user, movie = (int(frame.at[duplicated.idxmax(), c]) for c in KEY)
         raise UserError(f"{path}: user {user}, movie {movie} appears on more than one line "
                         f"({int(duplicated.sum()):,} repeats); {fix}")
     return frame

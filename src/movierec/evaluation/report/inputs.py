@@ -108,7 +108,7 @@ def load_run(run_dir: str | Path, baselines: str | Path | None = None) -> dict[s
     theirs, ours = (base or {}).get("data_manifest_sha256"), (metrics or {}).get("data_manifest_sha256")
     if theirs and ours and theirs != ours:  # e.g. the data folder was prepared again after `baselines`
         note = (f"`{baselines}` was computed on other prepared data than the LLM's metrics (manifest sha256 "
-                f"{theirs[:12]}... vs {ours[:12]}...): left out; rerun `movierec baselines`")
+                f"{str(theirs)[:12]}... vs {str(ours)[:12]}...): left out; rerun `movierec baselines`")
         base = None
     return {
         "dir": run_dir,
