@@ -9,7 +9,8 @@ the tiny model trained on each (configs/tiny_ml100k.yaml), every baseline and th
 `movierec prepare --config configs/data/movielens_100k.yaml` downloads data/raw/ml-100k.zip; data/demo/raw is what
 `movierec demo` generates. Writes OUT/table.md (AUC [95% interval], UAUC, HR@10, NDCG@10, the paired AUC difference
 from the best baseline with its interval, the blend's paired difference from each of its parts, steps and training
-time) and OUT/ablation.json. `--table-only` rebuilds the table from the finished variants. A variant already done
+time) and OUT/ablation.json. `--table-only` rebuilds the table from the finished variants (or from those --variants
+names; the row `all` is the four options together). A variant already done
 (its metrics.json exists, from the same input, configs, model and overrides: OUT/variants/NAME.json records them
 with the training time) is not trained again: rerun after an interruption to finish the rest; a changed input
 redoes the variants it touches. Bad arguments stop before any work, with one line and exit code 2.
@@ -103,11 +104,21 @@ def tiny_model(args: argparse.Namespace) -> None:
         movierec("make-tiny-model", str(path))
 
 
-def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
+def _paths(name: str, out: Path) -> tuple[Path, Path, Path, Path]:
+    """A variant's data folder, run folder, metrics.json and the ablation's own record of it (kept outside the run
+    folder: train --overwrite deletes only what movierec wrote)."""
     slug = name.replace(" ", "-").replace("/", "-").replace("+", "plus")
-    data, run = args.out / "data" / slug, args.out / "runs" / slug
-    # the ablation's own record, outside the run folder (train --overwrite deletes only what movierec wrote)
-    metrics, recorded = run / "metrics.json", args.out / "variants" / f"{slug}.json"
+    data, run = out / "data" / slug, out / "runs" / slug
+    return data, run, run / "metrics.json", out / "variants" / f"{slug}.json"
+
+
+def finished(out: Path) -> list[str]:
+    """The variants whose results are complete in OUT, in the table's order."""
+    return [name for name in VARIANTS if all(p.is_file() for p in _paths(name, out)[2:])]
+
+
+def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
+    data, run, metrics, recorded = _paths(name, args.out)
     if not (metrics.is_file() and recorded.is_file()) and args.table_only:
         raise Stop(f"error: {name}: not finished ({metrics} or {recorded} missing); run without --table-only")
     if not args.table_only:
@@ -241,9 +252,11 @@ def ablation() -> int:
     p.add_argument("--model", help="base model folder (default: the training config's model_name_or_path)")
     p.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every training run, e.g. max_steps=300 for a quick look")
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
-                   help="rows to run (default: all five)")
-    p.add_argument("--table-only", action="store_true", help="only rebuild the table from finished variants")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS),
+                   help="rows to run ('all' is the four options together; default: all five rows, or with "
+                        "--table-only the finished ones)")
+    p.add_argument("--table-only", action="store_true",
+                   help="only rebuild the table from finished variants (those of --variants, if given)")
     args = p.parse_args()
     for key in ("raw", "out", "config", "train_config"):  # the commands below run from the repository root
         if getattr(args, key) is not None:
@@ -258,7 +271,8 @@ def ablation() -> int:
                    "data/raw/ml-100k.zip, which `movierec prepare --config configs/data/movielens_100k.yaml` "
                    "downloads)")
     if not args.table_only and not args.raw.exists():
-        raise Stop(f"error: --raw {args.raw}: not found")
+        raise Stop(f"error: --raw {args.raw}: not found (`movierec prepare --config "
+                   "configs/data/movielens_100k.yaml` downloads data/raw/ml-100k.zip)")
     if not args.table_only:
         fingerprint(args, [])  # an input that is not MovieLens stops here, before any work
         tiny_model(args)
@@ -266,6 +280,11 @@ def ablation() -> int:
         probe = args.out / "runs" / "check"
         execute([sys.executable, *train_command(args, probe / "data", probe / "run"), "--dry-run"],
                 "checking --train-config and --train-override", quiet=True)
+    if args.variants is None:
+        args.variants = finished(args.out) if args.table_only else list(VARIANTS)
+        if not args.variants:
+            raise Stop(f"error: no finished variant in {args.out} (none has runs/NAME/metrics.json and "
+                       "variants/NAME.json); run without --table-only")
     results = [run_variant(name, VARIANTS[name], args) for name in dict.fromkeys(args.variants)]
     text = table(results)  # checked before either file is written
     args.out.mkdir(parents=True, exist_ok=True)

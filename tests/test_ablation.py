@@ -39,7 +39,8 @@ def test_missing_or_absent_raw_is_one_line_before_any_work(tmp_path):
     assert done.returncode == 2 and done.stderr.startswith("error: --raw is required") and done.stderr.count("\n") == 1
     assert "data/raw/ml-100k.zip" in done.stderr and not (tmp_path / "out").exists()
     done = _ablation("--raw", str(tmp_path / "nope.zip"), "--out", str(tmp_path / "out"))
-    assert done.returncode == 2 and done.stderr == f"error: --raw {tmp_path / 'nope.zip'}: not found\n"
+    assert done.returncode == 2 and done.stderr.startswith(f"error: --raw {tmp_path / 'nope.zip'}: not found (")
+    assert done.stderr.count("\n") == 1 and "downloads data/raw/ml-100k.zip" in done.stderr
 
 
 def test_table_only_rebuilds_the_table_from_finished_variants(tmp_path):
@@ -52,6 +53,19 @@ def test_table_only_rebuilds_the_table_from_finished_variants(tmp_path):
     assert "| llm+mf (w=0.8), reference |" in table and "| baseline: mf |" in table
     done = _ablation("--table-only", "--out", str(tmp_path), "--variants", "reference", "all")
     assert done.returncode == 2 and done.stderr.startswith("error: all: not finished") and done.stderr.count("\n") == 1
+
+
+def test_table_only_without_variants_takes_the_finished_ones(tmp_path):
+    done = _ablation("--table-only", "--out", str(tmp_path))
+    assert done.returncode == 2 and done.stderr.startswith(f"error: no finished variant in {tmp_path}")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "table.md").exists()
+    _finished(tmp_path)
+    _finished(tmp_path, "relevant-history")
+    (tmp_path / "runs" / "all").mkdir(parents=True)  # started, never evaluated: left out
+    done = _ablation("--table-only", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "table.md").read_text()
+    assert "| LLM, reference |" in table and "| LLM, relevant history |" in table and "LLM, all" not in table
 
 
 @pytest.mark.parametrize("where, content, message", [
