@@ -133,6 +133,8 @@ def test_model_card_and_record(run, exported):
     for heading in ("Base model", "Method", "Data", "Training", "Checkpoint", "Evaluation", "Prompt and scoring"):
         assert f"\n## {heading}\n" in card
     assert "r=16, alpha=64, dropout=0.05" in card and "4-bit nf4" in card
+    epoch = json.loads((run / "checkpoint-8" / "trainer_state.json").read_text())["epoch"]
+    assert f"| trained when exported (checkpoint-8) | step 8, epoch {epoch:.3g} |" in card
     assert "160 training examples" in card and "80 eval examples" in card and "rating >= 4.0" in card
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]["overall"]
     low, high = metrics["auc_ci95"]

@@ -443,6 +443,8 @@ def test_best_without_a_recorded_best_uses_the_latest_in_every_command(demo_run,
         state.write_text(json.dumps({**json.loads(state.read_text()), "best_model_checkpoint": None}))
     latest = RunDir(run).checkpoints()[-1]
     assert RunDir(run).select("best") == [latest]
-    assert "no best checkpoint recorded" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no best checkpoint recorded (trainer_state.json has no best_model_checkpoint" in err
+    assert err.endswith(f"using the latest, {latest.name}\n")
     assert main(["recommend", "--run", str(run), "--user", "1", "--device", "cpu", "--checkpoint", "best"]) == 0
     assert "no best checkpoint recorded" in capsys.readouterr().err

@@ -288,8 +288,9 @@ class RunDir:
             raise UserError(f"no complete checkpoint in {self.path}")
         if which == "best" and self.recorded_best() is None:  # a run that tracked no best: its latest
             which = "latest"
-            print("note: no best checkpoint recorded (no evaluation at a save step, or no metric_for_best_model); "
-                  "using the latest", file=sys.stderr)
+            print("note: no best checkpoint recorded (trainer_state.json has no best_model_checkpoint: training ended "
+                  "before an evaluation at a save step, e.g. max_steps below eval_steps, or there is no "
+                  f"metric_for_best_model); using the latest, {ckpts[-1].name}", file=sys.stderr)
         if which == "latest":
             newest = self.checkpoints()[-1]
             if newest != ckpts[-1]:

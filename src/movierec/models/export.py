@@ -203,9 +203,15 @@ def model_card(out: Path, run: RunDir, data: DatasetDir, record: dict[str, Any],
              f"(double quantization {bool(lf.get('double_quantization'))})" if lf.get("quantization_bit")
              else "LoRA on the unquantised base")
     source = "synthetic (`movierec synth`)" if cfg.get("synth") else (cfg.get("url") or cfg.get("input"))
+    state = run.trainer_state(run.path / record["checkpoint"])
+    trained = state.get("epoch")
     hyper = [("learning rate", lf.get("learning_rate")), ("scheduler", lf.get("lr_scheduler_type")),
-             ("warmup steps", plan and plan.warmup_steps), ("optimizer steps", plan and plan.total_optimizer_steps),
-             ("epochs", lf.get("num_train_epochs")), ("examples per step", plan and plan.examples_per_step),
+             ("warmup steps", plan and plan.warmup_steps),
+             ("optimizer steps (planned)", plan and plan.total_optimizer_steps),
+             ("epochs (configured)", lf.get("num_train_epochs")),
+             (f"trained when exported ({record['checkpoint']})", f"step {_num(state.get('global_step'))}, epoch "
+              + (f"{trained:.3g}" if isinstance(trained, (int, float)) else "unknown")),
+             ("examples per step", plan and plan.examples_per_step),
              ("optimizer", lf.get("optim")), ("weight decay", lf.get("weight_decay")),
              ("max grad norm", lf.get("max_grad_norm")), ("cutoff_len (tokens)", lf.get("cutoff_len")),
              ("precision", "bf16" if lf.get("bf16") else "fp16" if lf.get("fp16") else "fp32"),
