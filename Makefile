@@ -13,8 +13,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
-	$(PY) -m pytest -q
+test: install  # 2 workers, a test file each at a time (tests/conftest.py splits the cores between them)
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 check-wheel: install  # the wheel, installed non-editable, runs from an empty folder
 	DEPS=$(VENV) bash scripts/check_wheel.sh

@@ -288,7 +288,8 @@ def test_gpu_bench_driver_on_cpu(tiny_model, tmp_path):
                    "--fast", "configs/demo_tiny_fast.yaml", "--fast", "configs/no-such-profile.yaml",
                    "--scoring", "--scoring-examples", "300", "--packing-variant", "--device", "cpu",
                    "--steps", "3", "--reference-steps", "3", "--override", f"model_name_or_path={tiny_model}",
-                   "--override", "per_device_train_batch_size=8", "--work", str(tmp_path), cwd=tmp_path)
+                   "--override", "per_device_train_batch_size=8", "--override", "per_device_eval_batch_size=8",
+                   "--override", "eval_auc_batch_size=8", "--work", str(tmp_path), cwd=tmp_path)  # 128 eval examples
     assert proc.returncode == 1, proc.stderr[-3000:]  # a required part failed
     report = json.loads(proc.stdout)
     error = report["errors"].pop("no-such-profile")

@@ -151,8 +151,9 @@ def test_import_gguf_bad_inputs_exit_2_and_leave_no_folder(smollm2, tmp_path, ca
 
 
 def test_sigterm_and_sigkill_during_an_import_leave_nothing_behind(smollm2, tmp_path):
-    """SIGTERM gets Ctrl-C's clean-up (exit 143, the staging folder deleted); what SIGKILL leaves (nothing can
-    clean up) the next import beside it removes, while a live process's folder is left alone."""
+    """What SIGKILL leaves (nothing can clean up) the next import beside it removes, while a live process's
+    folder is left alone; SIGTERM gets Ctrl-C's clean-up (exit 143, its staging folder deleted). (A whole
+    import is the smollm2 fixture's.)"""
     import os
     import signal
     import subprocess
@@ -161,25 +162,26 @@ def test_sigterm_and_sigkill_during_an_import_leave_nothing_behind(smollm2, tmp_
 
     gguf = Path(json.loads((smollm2 / "movierec_import.json").read_text())["source"])
     out = tmp_path / "m"
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    alive = tmp_path / f".m.{os.getpid()}-1.tmp"  # a concurrent import's folder: not stale
+    alive.mkdir()
+    killed = set()
+    for sig in (signal.SIGKILL, signal.SIGTERM):
         proc = subprocess.Popen([sys.executable, "-m", "movierec", "import-gguf", str(gguf), "--out", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(600):  # the staging folder exists while the GGUF loads (seconds): signal it then
-            if list(tmp_path.glob(".m.*.tmp")) or proc.poll() is not None:
+        for _ in range(600):  # its own staging folder exists while the GGUF loads (seconds): signal it then
+            if set(tmp_path.glob(".m.*.tmp")) - killed - {alive} or proc.poll() is not None:
                 break
             time.sleep(0.1)
         assert proc.poll() is None, "the import ended before it could be signalled"
         proc.send_signal(sig)
         _, err = proc.communicate()
-        if sig == signal.SIGTERM:
-            assert proc.returncode == 143 and err.strip().splitlines()[-1] == "terminated", err
-            _nothing_left(out)
+        if sig == signal.SIGKILL:
+            killed = set(tmp_path.glob(".m.*.tmp")) - {alive}
+            assert proc.returncode == -signal.SIGKILL and killed
         else:
-            assert proc.returncode == -signal.SIGKILL and list(tmp_path.glob(".m.*.tmp"))
-    alive = tmp_path / f".m.{os.getpid()}-1.tmp"  # a concurrent import's folder: not stale
-    alive.mkdir()
-    assert main(["import-gguf", str(gguf), "--out", str(out)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "m"])
+            assert proc.returncode == 143 and err.strip().splitlines()[-1] == "terminated", err
+    # the SIGTERM'd import cleared the killed one's folder on its start, kept the live one and deleted its own
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
 
 
 def test_short_lora_run_trains_and_evaluate_scores(smollm2, prepared_data, tmp_path):
