@@ -13,7 +13,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # their OpenMP threads never spin against each other's (which makes a training step 15-40x slower).
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+        os.environ.setdefault(var, str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -61,6 +61,11 @@ def demo_run(tiny_model, prepared_data, tmp_path_factory) -> Path:
 # A guard against a hung process, never a pass condition: every run is bounded by its steps. On a busy 2-core
 # machine a step can take 15-40x its usual 0.2 s, so the guard leaves an hour (CI's own limit is 90 minutes).
 HANG_GUARD_S = 3600
+
+
+# The learning canaries' training (test_learning*.py): the demo's config for one epoch instead of three, no
+# evaluation during training (evaluate scores the final checkpoint). About a minute per run on 2 CPU cores.
+CANARY = ["--override", "num_train_epochs=1", "--override", "eval_strategy=no", "--override", "save_steps=1000"]
 
 
 def run_cli(*args: str, cwd: Path, timeout: int = HANG_GUARD_S) -> subprocess.CompletedProcess:

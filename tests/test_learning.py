@@ -10,13 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import CANARY, ROOT, run_cli
 
 from movierec.cli import main
-
-# A short version of the demo's training: the demo data and config, one epoch instead of three, no
-# evaluation during training (evaluate scores the final checkpoint). About a minute per run on 2 CPU cores.
-CANARY = ["--override", "num_train_epochs=1", "--override", "eval_strategy=no", "--override", "save_steps=1000"]
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,10 @@
 """The learning canary on real data: the tiny model, trained on real MovieLens-100K (from the recbole wheel),
-ranks real eval examples above chance. (Its own file so that `make test`'s two workers run it beside the
-true/flipped canary of test_learning.py, the two longest tests.)"""
+ranks real eval examples above chance. (Its own file so that `make test`'s two workers can run it and the
+true/flipped canary of test_learning.py, the two longest tests, at the same time.)"""
 
 import json
 
-from conftest import ROOT, run_cli
-from test_learning import CANARY
+from conftest import CANARY, ROOT, run_cli
 
 from movierec.cli import main
 

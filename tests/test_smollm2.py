@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import HANG_GUARD_S, ROOT, run_cli
 from data_helpers import read_jsonl
 
 from movierec.cli import main
@@ -168,11 +168,11 @@ def test_sigterm_and_sigkill_during_an_import_leave_nothing_behind(smollm2, tmp_
     for sig in (signal.SIGKILL, signal.SIGTERM):
         proc = subprocess.Popen([sys.executable, "-m", "movierec", "import-gguf", str(gguf), "--out", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(600):  # its own staging folder exists while the GGUF loads (seconds): signal it then
-            if set(tmp_path.glob(".m.*.tmp")) - killed - {alive} or proc.poll() is not None:
-                break
+        deadline = time.monotonic() + HANG_GUARD_S  # a guard, not a pass condition (a busy machine is slow)
+        while not set(tmp_path.glob(".m.*.tmp")) - killed - {alive}:  # its own staging folder: signal it then
+            assert proc.poll() is None, f"the import ended before it could be signalled: {proc.communicate()}"
+            assert time.monotonic() < deadline, "no staging folder appeared"
             time.sleep(0.1)
-        assert proc.poll() is None, "the import ended before it could be signalled"
         proc.send_signal(sig)
         _, err = proc.communicate()
         if sig == signal.SIGKILL:

@@ -40,12 +40,12 @@ def staging(out: Path) -> Iterator[Path]:
     stamp = f"{temporary_prefix(out.name)}{time.monotonic_ns()}"
     tmp, old = out.parent / f"{stamp}.tmp", out.parent / f"{stamp}.old.tmp"
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        clear_stale(out.parent, out.name)
-        tmp.mkdir()
-    except OSError as e:  # named by the folder asked for, not by the hidden one beside it
-        raise UserError(f"{out}: cannot write there ({e.strerror or e})") from None
-    try:
+        try:  # inside the clean-up below: a signal just after the mkdir leaves no folder either
+            out.parent.mkdir(parents=True, exist_ok=True)
+            clear_stale(out.parent, out.name)
+            tmp.mkdir()
+        except OSError as e:  # named by the folder asked for, not by the hidden one beside it
+            raise UserError(f"{out}: cannot write there ({e.strerror or e})") from None
         yield tmp
         mask = current_umask()
         for path in tmp.rglob("*"):  # some writers (safetensors) create files 0600: a model folder is shared

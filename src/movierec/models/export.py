@@ -209,8 +209,9 @@ def model_card(out: Path, run: RunDir, data: DatasetDir, record: dict[str, Any],
              ("warmup steps", plan and plan.warmup_steps),
              ("optimizer steps (planned)", plan and plan.total_optimizer_steps),
              ("epochs (configured)", lf.get("num_train_epochs")),
-             (f"trained when exported ({record['checkpoint']})", f"step {_num(state.get('global_step'))}, epoch "
-              + (f"{trained:.3g}" if isinstance(trained, (int, float)) else "unknown")),
+             (f"trained when exported ({record['checkpoint']})", f"step {_num(record.get('step'))}, epoch "
+              + (f"{trained:.3g}" if isinstance(trained, (int, float)) and not isinstance(trained, bool)
+                 else "unknown")),
              ("examples per step", plan and plan.examples_per_step),
              ("optimizer", lf.get("optim")), ("weight decay", lf.get("weight_decay")),
              ("max grad norm", lf.get("max_grad_norm")), ("cutoff_len (tokens)", lf.get("cutoff_len")),
