@@ -169,6 +169,14 @@ def test_evaluate_ranks_the_prepared_lists_and_keeps_the_zero_shot_row(demo_run,
                  "--no-ranking", "--max-examples", "40", "--baselines", str(baselines)]) == 2
     predictions.write_text(good)
     record = json.loads(baselines.read_text())
+    before = (run / "metrics.json").read_bytes()
+    baselines.write_text(json.dumps({**record, "data_manifest_sha256": "0" * 64}))  # named, yet other data
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--checkpoint", "checkpoint-4", "--device", "cpu", "--bootstrap", "0",
+                 "--no-ranking", "--max-examples", "40", "--baselines", str(baselines)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --baselines {baselines}: ") and "other prepared data" in err
+    assert err.count("\n") == 1 and (run / "metrics.json").read_bytes() == before
     baselines.write_text(json.dumps({"baselines": {"gbdt": {}}}))
     assert main(["report", "--run", str(run), "--baselines", str(baselines)]) == 2
     for other in (12345, "0" * 64):  # a hand-edited hash too

@@ -123,6 +123,8 @@ def main(args) -> int:
     main_name = _main_name(run, [name for name, _ in chosen])
     baselines, note = (None, None) if main_name is None else compare.load_baselines(
         Path(args.baselines) if args.baselines else data.file(data.BASELINES), data.manifest_sha256())
+    if args.baselines and baselines is None and note:  # named on purpose: refused before scoring, nothing rewritten
+        raise UserError(f"--baselines {args.baselines}: {note}")
     valid = subsample(valid_records(data), args.max_examples, seed=seed) if baselines is not None else []
     device = resolve_device(args.device)
     batch_size = args.batch_size or mr_args.eval_auc_batch_size
