@@ -49,11 +49,17 @@ def execute(cmd: list[str], step: str, quiet: bool = False) -> None:
     """A command of the ablation; its failure (whose own error line it printed) stops the script with its code.
     quiet: its output is shown only when it fails."""
     print("$", " ".join(cmd), flush=True)
-    done = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=quiet, text=True)
-    rc = done.returncode
+    pipe = subprocess.PIPE if quiet else None
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=pipe, stderr=pipe, text=True) as proc:
+        _RUNNING.append(proc)  # SIGTERM is passed on to it (_terminated), so it cleans up as for its own
+        try:
+            out, err = proc.communicate()
+        finally:
+            _RUNNING.remove(proc)
+    rc = proc.returncode
     if rc != 0 and quiet:
-        sys.stdout.write(done.stdout)
-        sys.stderr.write(done.stderr)
+        sys.stdout.write(out)
+        sys.stderr.write(err)
     if rc != 0:
         print(f"ablation: stopped at {step} (exit {rc}); finished variants are kept, rerun to go on", file=sys.stderr)
         raise Stop(None, rc)
@@ -220,8 +226,17 @@ def _baseline_rows(base: dict) -> list[str]:
             for name, block in base["baselines"].items()]
 
 
-def _terminated(signum, frame):  # SIGTERM (a job scheduler's stop) is Ctrl-C: the running step is stopped too
-    raise KeyboardInterrupt
+_RUNNING: list[subprocess.Popen] = []
+
+
+class Terminated(Exception):
+    """SIGTERM (a job scheduler's stop, `kill`): the running step got it too and cleans up as it does alone."""
+
+
+def _terminated(signum, frame):
+    for proc in _RUNNING:
+        proc.send_signal(signal.SIGTERM)
+    raise Terminated
 
 
 def main() -> int:
@@ -235,6 +250,9 @@ def main() -> int:
     except KeyboardInterrupt:
         print("ablation: interrupted; finished variants are kept, rerun to go on", file=sys.stderr)
         return 130
+    except Terminated:
+        print("ablation: terminated; finished variants are kept, rerun to go on", file=sys.stderr)
+        return 143
 
 
 def ablation() -> int:
