@@ -11,9 +11,11 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("MPLBACKEND", "Agg")
 # `make test` runs the files in 2 pytest-xdist workers: each gets its share of the cores (its subprocesses too), so
 # their OpenMP threads never spin against each other's (which makes a training step 15-40x slower).
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = str(max(1, len(os.sched_getaffinity(0)) // _WORKERS))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+        os.environ.setdefault(var, _THREADS)
 
 import subprocess  # noqa: E402
 import sys  # noqa: E402
