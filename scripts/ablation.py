@@ -9,8 +9,9 @@ the tiny model trained on each (configs/tiny_ml100k.yaml), every baseline and th
 `movierec prepare --config configs/data/movielens_100k.yaml` downloads data/raw/ml-100k.zip; data/demo/raw is what
 `movierec demo` generates. Writes OUT/table.md (AUC [95% interval], UAUC, HR@10, NDCG@10, the paired AUC difference
 from the best baseline with its interval, the blend's paired difference from each of its parts, steps and training
-time) and OUT/ablation.json. `--table-only` rebuilds the table from the finished variants (or from those --variants
-names; the row `all` is the four options together). A variant already done
+time) and OUT/ablation.json; with --variants the table also keeps the variants finished earlier from the same input,
+configs and overrides. `--table-only` rebuilds the table from the finished variants (or from those --variants
+names; the row `all` is the four options together); rows trained for different step counts get a warning. A variant already done
 (its metrics.json exists, from the same input, configs, model and overrides: OUT/variants/NAME.json records them
 with the training time) is not trained again: rerun after an interruption to finish the rest; a changed input
 redoes the variants it touches. Bad arguments stop before any work, with one line and exit code 2.
@@ -60,6 +61,8 @@ def execute(cmd: list[str], step: str, quiet: bool = False) -> None:
     if rc != 0 and quiet:
         sys.stdout.write(out)
         sys.stderr.write(err)
+    if rc == 2:  # bad input: the command said why in its one error line
+        raise Stop(None, rc)
     if rc != 0:
         print(f"ablation: stopped at {step} (exit {rc}); finished variants are kept, rerun to go on", file=sys.stderr)
         raise Stop(None, rc)
@@ -146,6 +149,18 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
             movierec("evaluate", "--run", str(run), "--checkpoint", "best", "--device", "cpu")
             recorded.parent.mkdir(parents=True, exist_ok=True)
             recorded.write_text(json.dumps({"inputs": inputs, "train_seconds": seconds}, indent=2))
+    return load_variant(name, overrides, args)
+
+
+def current(name: str, args: argparse.Namespace) -> bool:
+    """Whether finished variant `name` ran on this run's input, configs, model and overrides."""
+    recorded = _paths(name, args.out)[3]
+    return read(recorded, "delete it and rerun").get("inputs") == fingerprint(args, VARIANTS[name])
+
+
+def load_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
+    """A finished variant's results (Stop naming the file when one is missing or damaged)."""
+    data, run, metrics, recorded = _paths(name, args.out)
     fix = "rerun without --table-only to redo this variant" if args.table_only else "delete it and rerun"
     return {"variant": name, "overrides": overrides, "data": str(data), "run": str(run),
             "metrics": read(metrics, fix, ("n", "metrics")),
@@ -303,7 +318,16 @@ def ablation() -> int:
         if not args.variants:
             raise Stop(f"error: no finished variant in {args.out} (none has runs/NAME/metrics.json and "
                        "variants/NAME.json); run without --table-only")
-    results = [run_variant(name, VARIANTS[name], args) for name in dict.fromkeys(args.variants)]
+    requested = list(dict.fromkeys(args.variants))
+    results = [run_variant(name, VARIANTS[name], args) for name in requested]
+    if not args.table_only:  # the table keeps the variants finished earlier on the same input, configs and overrides
+        others = [n for n in finished(args.out) if n not in requested and current(n, args)]
+        results += [load_variant(n, VARIANTS[n], args) for n in others]
+        results.sort(key=lambda r: list(VARIANTS).index(r["variant"]))
+    steps = sorted({r["steps"] for r in results if r["steps"] is not None})
+    if len(steps) > 1:
+        print(f"warning: the variants trained for different numbers of steps ({', '.join(map(str, steps))}): their "
+              "rows are not comparable; rerun them with the same --train-override", file=sys.stderr)
     text = table(results)  # checked before either file is written
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "ablation.json").write_text(json.dumps(results, indent=2, default=str))

@@ -12,12 +12,13 @@ Each part is one `movierec bench` in its own process with its own time limit (a 
 or hang loses that part only, reported under `errors` with its log's last error line): the reference
 profile as the reference run ran (batch 1, accumulation 1, activation checkpointing: REFERENCE_RUN),
 each fast profile as configured, then `--scoring` (the first fast profile's scoring, as `movierec
-evaluate` loads a run), then the lever rows, each the first fast profile with one change (LEVERS):
-the peer (LLaMA-Factory's `use_unsloth: true`, unsloth imported first, in its own process), the
-optimizer levers undone, Liger's fused linear cross-entropy, Liger at a larger batch, torch.compile,
-and with `--packing-variant` neat packing. Rows a CPU cannot measure, or whose package is missing,
-are listed under `not_measured` with the reason. Parts that would start with less than MIN_PART_S of
-the `--budget-s` left are skipped. The random model is built once and shared (`--work`).
+evaluate` loads a run), then the lever rows, each the first fast profile with one change (LEVERS, in
+priority order): the peer (LLaMA-Factory's `use_unsloth: true`, unsloth imported first, in its own
+process), CUDA graphs on bucketed static shapes, the answer-only LM head and the host-sync levers toggled,
+Liger's fused linear cross-entropy, Liger at a larger batch, torch.compile on bucketed static shapes and
+with dynamic shapes, and with `--packing-variant` neat packing (`--skip NAME` leaves a part out). Rows a
+CPU cannot measure, or whose package is missing, are listed under `not_measured` with the reason.
+Parts that would start with less than MIN_PART_S of the `--budget-s` left are skipped. The random model is built once and shared (`--work`).
 
 Prints one JSON object (also written to WORK/bench.json after every part): each part's examples/s,
 real tokens/s, MFU, GPU-busy fraction, step time p50/p90, peak memory, first and last loss, evaluation
@@ -46,23 +47,30 @@ MIN_PART_S = 45  # a part needs this much budget to load a model and take a few 
 TARGETS = {"fast_speedup_min": 15.0, "projected_total_seconds_max": 720.0, "scoring_seconds_max": 3.0,
            "examples_per_s_min": 400.0, "gpu_busy_min": 0.70, "mfu_min": 0.20, "peer_ratio_min": 1.2}
 PEER = "+unsloth"
+BUCKET = 64  # shape_buckets of the compile rows: ~260-token prompts fall in 2-3 shapes
 # Levers a row toggles: name -> {key: (value with the lever, value without)}
 TOGGLES = {"host_sync_levers": {"optim": ("adamw_torch_fused", "adamw_torch"), "logging_nan_inf_filter": (False, True)},
            "answer_logits": {"answer_logits_only": (True, False)}}
 # Lever rows on the first fast profile: (suffix, overrides, what it needs: None, "gpu" or a module, note).
-LEVERS = [
+LEVERS = [  # in priority order: the GPU script skips the last ones when its budget runs out
     (PEER, ["use_unsloth=true", "answer_logits_only=false"], "unsloth",
      "the peer: LLaMA-Factory with use_unsloth (unsloth's kernels and its own LoRA/4-bit path); LLaMA-Factory "
      "makes unsloth recompute activations (use_gradient_checkpointing='unsloth'), which the fast profile does not"),
-    ("{sign}host_sync_levers", ["toggle:host_sync_levers"], None,
-     "fused AdamW and no per-step loss isnan/isinf read: undone (-) where the profile has them, else applied (+)"),
+    ("+cudagraphs", ["torch_compile=true", "torch_compile_mode=reduce-overhead", f"shape_buckets={BUCKET}"], "gpu",
+     "CUDA graphs: torch.compile's reduce-overhead mode on the static shapes of shape_buckets (a graph replayed per "
+     "step instead of ~19,000 kernel launches from the host)"),
     ("{sign}answer_logits", ["toggle:answer_logits"], None,
      "the LM head only at the positions the loss reads (answer_logits_only): undone (-) where the profile has it"),
+    ("{sign}host_sync_levers", ["toggle:host_sync_levers"], None,
+     "fused AdamW and no per-step loss isnan/isinf read: undone (-) where the profile has them, else applied (+)"),
     ("+liger", ["enable_liger_kernel=true", "answer_logits_only=false"], "liger_kernel",
      "Liger kernels with fused linear cross-entropy (no 151,936-wide logits)"),
     ("+liger+batch{large}", ["enable_liger_kernel=true", "answer_logits_only=false", "per_device_train_batch_size={large}"],
      "liger_kernel",
      "a larger batch once the logits are gone (throughput only: a new batch needs its learning rate and parity)"),
+    ("+compile+buckets", ["torch_compile=true", f"shape_buckets={BUCKET}"], None,
+     f"torch.compile with static shapes: batches padded to multiples of {BUCKET} tokens and full rows "
+     "(shape_buckets), a graph per shape; the first batch of each shape compiles (in the warm-up or the p90)"),
     ("+compile", ["torch_compile=true"], "gpu",
      "torch.compile through the Trainer (dynamic shapes: length-grouped batches padded to multiples of 8)"),
 ]
@@ -173,7 +181,8 @@ def lever_unavailable(needs: str | None, device: str) -> str | None:
     if needs is None:
         return None
     if device == "cpu":
-        return "GPU only (Triton kernels, or compile times beyond a CPU benchmark's budget): not measured on CPU"
+        return ("GPU only (Triton kernels, CUDA graphs, or inductor's code generation for dynamic shapes, which "
+                "failed on CPU with torch 2.9.1): not measured on CPU")
     if needs != "gpu" and importlib.util.find_spec(needs) is None:
         return f"{needs.replace('_', '-')} is not installed (scripts/offline_wheels.sh brings its wheel)"
     return None
@@ -223,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--packed-cutoff", type=int, default=PACKED_CUTOFF)
     p.add_argument("--packed-batch", type=int, default=8, help="packed sequences per step in the packing variant")
     p.add_argument("--large-batch", type=int, default=128, help="the batch of the Liger larger-batch row")
+    p.add_argument("--skip", action="append", default=[], metavar="PART",
+                   help="leave out this part (a lever row's name, e.g. demo_tiny_fast+compile+buckets); repeatable")
     p.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="for every part; repeatable")
     p.add_argument("--budget-s", type=float, default=420, help="wall-clock budget for all parts")
@@ -240,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     try:
         for name, part_argv, limit, optional in plan_parts(args):
+            if name in args.skip:
+                report["skipped"].append(f"{name}: --skip")
+                continue
             left = deadline - time.monotonic()
             if left < MIN_PART_S:
                 report["skipped"].append(f"{name}: {left:.0f}s of the budget left")

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The prepared GPU check (< 8 minutes on one H100 or H200, offline): prints ONE JSON object with, for the
 # reference profile (as the reference run: batch 1, accumulation 1, checkpointing, 4-bit), each fast
-# profile and each lever row (bench_profiles.py LEVERS: the peer `use_unsloth: true`, the host-sync levers
-# toggled, Liger's fused linear cross-entropy, Liger at batch 128, torch.compile, neat packing): examples/s,
+# profile and each lever row (bench_profiles.py LEVERS: the peer `use_unsloth: true`, CUDA graphs on bucketed
+# static shapes, the answer-only LM head and the host-sync levers toggled, Liger's fused linear cross-entropy,
+# Liger at batch 128, torch.compile with and without shape_buckets, neat packing): examples/s,
 # real tokens/s, MFU, GPU-busy fraction (torch.profiler over 5 steps), step time p50/p90, peak GPU memory,
 # first and last loss, evaluation rates, the dry run's step plan and the projected wall time of 3 epochs of
 # 78,271 examples with the profile's evaluations; the ratios to the reference; the peer ratio (our best
@@ -15,7 +16,7 @@
 #
 #   bash scripts/gpu_bench.sh                       # from the repository root or anywhere
 #   BUDGET_S=400 STEPS=40 bash scripts/gpu_bench.sh
-#   DEVICE=cpu bash scripts/gpu_bench.sh            # the same script on CPU: tiny model, demo profiles (~2 min)
+#   DEVICE=cpu bash scripts/gpu_bench.sh            # the same script on CPU: tiny model, demo profiles (~5 min)
 #
 # Packages: if `llamafactory` is not importable, the wheels in .whl/ (llamafactory, transformers 4.57.1,
 # bitsandbytes, datasets, trl, unsloth, unsloth_zoo, liger-kernel, ...; scripts/offline_wheels.sh) are

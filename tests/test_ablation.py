@@ -94,3 +94,56 @@ def test_damaged_results_are_one_line_and_nothing_is_rewritten(tmp_path, where, 
     assert done.returncode == 2 and done.stderr.startswith(f"error: {tmp_path / where}: {message}")
     assert done.stderr.count("\n") == 1 and "rerun without --table-only" in done.stderr
     assert (tmp_path / "table.md").read_text() == (tmp_path / "ablation.json").read_text() == "earlier"
+
+
+def _fake_model(tmp_path):
+    """A folder holding only the model's config: enough for the dry-run check, which loads no weights."""
+    folder = tmp_path / "model"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text((ROOT / "src/movierec/resources/models/qwen3-0.6b.json").read_text())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def synth_raw(tmp_path_factory):
+    from movierec.cli import main
+
+    raw = tmp_path_factory.mktemp("raw") / "ml"
+    assert main(["synth", "--out", str(raw), "--users", "60", "--movies", "100", "--ratings", "2000", "--seed", "1"]) == 0
+    return raw
+
+
+def test_a_bad_data_config_is_one_line_and_nothing_is_written(tmp_path, synth_raw):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("bogus_key: 1\n")
+    done = _ablation("--raw", str(synth_raw), "--out", str(tmp_path / "out"), "--config", str(bad),
+                     "--train-config", "configs/demo_tiny.yaml", "--model", str(_fake_model(tmp_path)))
+    assert done.returncode == 2 and done.stderr == "error: bogus_key: unknown key\n", done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_running_some_variants_keeps_the_others_finished_on_the_same_inputs(tmp_path, synth_raw):
+    """--variants X redoes nothing finished on the same input, configs, model and overrides, and its table keeps
+    every such variant; one finished on other inputs is left out, and different step counts get a warning."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    out, model = tmp_path / "out", _fake_model(tmp_path)
+    args = argparse.Namespace(raw=synth_raw.resolve(), config=ROOT / "configs/data/demo.yaml",
+                              train_config=ROOT / "configs/demo_tiny.yaml", model=str(model), train_override=[])
+    for name, slug, inputs in [("reference", "reference", True), ("relevant history", "relevant-history", True),
+                               ("all", "all", False)]:
+        _finished(out, slug)
+        recorded = {"inputs": ablation.fingerprint(args, ablation.VARIANTS[name]) if inputs else {}, "train_seconds": 60}
+        (out / "variants" / f"{slug}.json").write_text(json.dumps(recorded))
+    (out / "runs" / "relevant-history" / "trainer_state.json").write_text(json.dumps({"global_step": 300}))
+    done = _ablation("--raw", str(synth_raw), "--out", str(out), "--config", "configs/data/demo.yaml",
+                     "--train-config", "configs/demo_tiny.yaml", "--model", str(model), "--variants", "reference")
+    assert done.returncode == 0, done.stderr
+    assert "prepare" not in done.stdout and "--overwrite" not in done.stdout  # nothing redone
+    table = (out / "table.md").read_text()
+    assert "| LLM, reference |" in table and "| LLM, relevant history |" in table and "LLM, all" not in table
+    assert done.stderr.startswith("warning: the variants trained for different numbers of steps (300, 1200)")

@@ -289,19 +289,21 @@ def test_gpu_bench_driver_on_cpu(tiny_model, tmp_path):
                    "--scoring", "--scoring-examples", "300", "--packing-variant", "--device", "cpu",
                    "--steps", "3", "--reference-steps", "3", "--override", f"model_name_or_path={tiny_model}",
                    "--override", "per_device_train_batch_size=8", "--override", "per_device_eval_batch_size=8",
-                   "--override", "eval_auc_batch_size=8", "--work", str(tmp_path), cwd=tmp_path)  # 128 eval examples
+                   "--override", "eval_auc_batch_size=8", "--work", str(tmp_path),  # 128 eval examples
+                   "--skip", "demo_tiny_fast+compile+buckets", cwd=tmp_path)  # compiling: its own test below
     assert proc.returncode == 1, proc.stderr[-3000:]  # a required part failed
     report = json.loads(proc.stdout)
     error = report["errors"].pop("no-such-profile")
     assert report["errors"] == {} and error.startswith("exit code 2") and "config file not found" in error
-    assert report["skipped"] == []
+    assert report["skipped"] == ["demo_tiny_fast+compile+buckets: --skip"]
     profiles = report["profiles"]
     # (the bf16 profile's own part is left out to keep the test short: test_fast_demo_profiles_train_and_score
     # trains it)
     assert set(profiles) == {"reference", "demo_tiny_fast", "demo_tiny_fast+packing", "demo_tiny_fast+host_sync_levers",
                              "demo_tiny_fast-answer_logits"}
     assert set(report["not_measured"]) == {"demo_tiny_fast+unsloth", "demo_tiny_fast+liger",
-                                           "demo_tiny_fast+liger+batch128", "demo_tiny_fast+compile"}
+                                           "demo_tiny_fast+liger+batch128", "demo_tiny_fast+compile",
+                                           "demo_tiny_fast+cudagraphs"}
     assert profiles["demo_tiny_fast-answer_logits"]["answer_logits_only"] is False
     assert profiles["demo_tiny_fast"]["answer_logits_only"] is True
     levers = profiles["demo_tiny_fast+host_sync_levers"]
@@ -378,3 +380,106 @@ def test_answer_logits_only_refuses_what_would_read_every_logit(clash, monkeypat
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
     assert err[0].startswith("error: answer_logits_only: true cannot go with " + clash.split("=")[0]), err
+
+
+# ---------------------------------------------------------------- shape_buckets (static shapes for torch.compile)
+
+
+@pytest.mark.parametrize("answer_only", [False, True], ids=["all_logits", "answer_logits_only"])
+def test_shape_buckets_give_the_same_loss_and_gradients(lf_model, answer_only):
+    """The padding hook on a real LLaMA-Factory batch that is short of rows (the last batch of an epoch): rows
+    and length padded to the full row count and a multiple of 64, alone and under answer_logits_only (whose
+    positions are padded too); the loss and every LoRA gradient equal the unpadded batch's. A padded position
+    that counted would change the loss's normaliser; a fully masked padded row would make it nan."""
+    from movierec.train import answer_logits, static_shapes
+
+    state, build = lf_model
+    dataset, collator = build()
+    model = state["model"]
+    rows = [dict(r) for r in dataset]
+    full, short = collator([dict(r) for r in rows]), collator([dict(r) for r in rows[:19]])
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain, plain_grads = loss_and_grads(short)
+    handles = [static_shapes.install(model, 64)] + ([answer_logits.install(model)] if answer_only else [])
+    try:
+        model(**full)  # the largest batch so far: 24 rows
+        padded, padded_grads = loss_and_grads(short)
+    finally:
+        for handle in handles:
+            handle.remove()
+    length = short["input_ids"].shape[1]
+    assert length % 64 != 0  # the test pads for real
+    assert padded.logits.shape[0] == 24 and padded.logits.shape[1] % 64 == 0
+    assert padded.logits.shape[1] == (static_shapes.bucket(length, 64) if not answer_only else 64)
+    assert math.isfinite(padded.loss.item()) and padded.loss.item() == pytest.approx(plain.loss.item(), rel=1e-5)
+    assert plain_grads.keys() == padded_grads.keys() and len(plain_grads) > 0
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(padded_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_compiled_training_sees_only_bucketed_shapes(tiny_model, prepared_data, tmp_path, monkeypatch, capsys):
+    """A real LLaMA-Factory run with torch_compile and shape_buckets (the fast demo profile, answer_logits_only
+    on, 4-bit): every batch reaches the compiled model as 8 rows of a multiple of 64 tokens, dynamo compiles it
+    with static shapes, and training ends with finite losses."""
+    import torch._dynamo.utils
+
+    from movierec.train import static_shapes
+
+    shapes = []
+    pad_batch = static_shapes.pad_batch
+
+    def recording(kwargs, multiple, rows):
+        out = pad_batch(kwargs, multiple, rows)
+        shapes.append((tuple(kwargs["input_ids"].shape), tuple(out["input_ids"].shape)))
+        return out
+
+    monkeypatch.setattr(static_shapes, "pad_batch", recording)
+    monkeypatch.delenv("ACCELERATE_DYNAMO_USE_DYNAMIC", raising=False)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    out = tmp_path / "run"
+    try:
+        rc = main(["train", "--config", "configs/demo_tiny_fast.yaml", "--device", "cpu", "--override",
+                   f"model_name_or_path={tiny_model}", "--override", f"dataset_dir={prepared_data}", "--override",
+                   f"output_dir={out}", "--override", "max_steps=4", "--override", "eval_strategy=no", "--override",
+                   "save_steps=4", "--override", "logging_steps=1", "--override", "per_device_train_batch_size=8",
+                   "--override", "torch_compile=true",
+                   "--override", "shape_buckets=64"])
+        frames = dict(torch._dynamo.utils.counters["frames"])
+    finally:
+        torch._dynamo.reset()
+        monkeypatch.delenv("ACCELERATE_DYNAMO_USE_DYNAMIC", raising=False)  # set by the run for its Trainer
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    assert len(shapes) == 4 and any(before != after for before, after in shapes)
+    assert all(rows == 8 and length % 64 == 0 for _, (rows, length) in shapes), shapes
+    assert frames.get("ok", 0) > 0, frames  # compiled, not run eagerly
+    log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    losses = [line["loss"] for line in log if "loss" in line]
+    assert losses and all(math.isfinite(x) for x in losses)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["shape_buckets=12"], "shape_buckets: must be a multiple of 8 tokens"),
+    (["shape_buckets=64", "torch_compile=true", "neat_packing=true"], "shape_buckets: cannot go with neat_packing"),
+])
+def test_shape_buckets_refusals(overrides, message, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    args = [x for o in overrides for x in ("--override", o)]
+    assert main(["train", "--config", FAST, "--dry-run", "--device", "cuda", *args]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
+    assert len(err) == 1 and err[0].startswith("error: " + message), err
+
+
+def test_shape_buckets_without_compile_warns(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    assert main(["train", "--config", FAST, "--dry-run", "--device", "cuda", "--override", "shape_buckets=64"]) == 0
+    assert "warning: shape_buckets: without torch_compile: true it only adds padding" in capsys.readouterr().err
+    assert main(["train", "--config", FAST, "--dry-run", "--device", "cuda", "--override", "shape_buckets=64",
+                 "--override", "torch_compile_mode=reduce-overhead"]) == 0
+    assert "shape_buckets" not in capsys.readouterr().err

@@ -165,6 +165,7 @@ def test_bench_rates_come_from_the_window_and_losses_must_be_finite(tmp_path):
     result = measure(RunDir(tmp_path), 5, rows_per_step=4, per_row=(1.0, 250.0))
     assert result["examples_per_s"] == pytest.approx(16 / 2.0) and result["tokens_per_s"] == pytest.approx(4000 / 2.0)
     assert (result["first_loss"], result["last_loss"], result["step_seconds_p90"]) == (2.0, 1.2, 0.5)
+    assert result["examples_per_s_at_median_step"] == pytest.approx(4 / 0.5)  # 4 rows per 0.5 s step
     _bench_out(tmp_path, [2.0, float("nan")])
     with pytest.raises(UserError, match="loss not finite"):
         measure(RunDir(tmp_path), 5, rows_per_step=4, per_row=(1.0, 250.0))

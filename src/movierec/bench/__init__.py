@@ -183,7 +183,8 @@ def run_bench(config: str | Path, overrides: list[str] | None = None, steps: int
         "profile": Path(config).stem, "config": str(config), "overrides": list(overrides or []),
         "device": device, "device_name": device_name,
         "per_device_train_batch_size": batch, "gradient_accumulation_steps": accum,
-        **_levers(lf), "answer_logits_only": mr.answer_logits_only, **result,
+        **_levers(lf), "answer_logits_only": mr.answer_logits_only,
+        "shape_buckets": mr.shape_buckets, **result,
         "peak_memory_gib": round(peak_gib, 3), "train_peak_memory_gib": round(peaks["train_peak_gib"], 3),
         "peak_memory_kind": PEAK_MEMORY_KIND[device == "cuda"],
         "flops_per_token": flops, "peak_flops": peak, "measured_matmul_flops": matmul,
@@ -260,7 +261,8 @@ def _levers(lf: dict[str, Any]) -> dict[str, Any]:
     return {"packing": bool(arg(lf, "neat_packing")), "cutoff_len": int(arg(lf, "cutoff_len")),
             "quantization_bit": arg(lf, "quantization_bit"), "gradient_checkpointing": _checkpointing(lf),
             "enable_liger_kernel": bool(arg(lf, "enable_liger_kernel")), "use_unsloth": bool(arg(lf, "use_unsloth")),
-            "torch_compile": bool(arg(lf, "torch_compile")), "optim": str(arg(lf, "optim")),
+            "torch_compile": bool(arg(lf, "torch_compile") or arg(lf, "torch_compile_mode")),
+            "torch_compile_mode": arg(lf, "torch_compile_mode"), "optim": str(arg(lf, "optim")),
             "logging_nan_inf_filter": arg(lf, "logging_nan_inf_filter"), "attention": str(arg(lf, "flash_attn"))}
 
 

@@ -132,6 +132,8 @@ def measure(run: RunDir, steps: int, rows_per_step: int, per_row: tuple[float, f
             "step_seconds_p50": float(np.percentile(step_s, 50)), "step_seconds_p90": float(np.percentile(step_s, 90)),
             "step_seconds_note": "host-side time per step (synchronised with the device at logging steps only); "
                                  "examples_per_s comes from the window's synchronised clock",
+            # a steady-state rate that a few slow steps (a compiled row's first batch of each shape) do not move
+            "examples_per_s_at_median_step": rows_per_step * per_row[0] / float(np.percentile(step_s, 50)),
             "first_loss": losses[0], "last_loss": losses[-1], "losses_logged": len(losses),
             "gpu_busy_fraction": win["gpu_busy_fraction"], "gpu_busy_note": win["gpu_busy_note"]}
 

@@ -12,7 +12,9 @@ hands the model transformers' own `logits_to_keep` (as a tensor of positions) an
 row of the batch. Every labelled token is still scored, with the same normaliser, so the loss and the
 gradients equal the full computation (tests/test_answer_logits.py checks both to 1e-5).
 
-One host sync per forward finds the positions (`nonzero`); it replaces the far larger logits work.
+One host sync per forward finds the positions (`nonzero`); it replaces the far larger logits work. With
+`shape_buckets` (train/static_shapes.py) the positions are padded to a multiple of its value with positions
+whose labels are ignored, so a compiled LM head sees a few sizes.
 """
 
 from __future__ import annotations
@@ -29,11 +31,18 @@ def answer_positions(labels):
 
 
 def _pre_hook(module, args, kwargs: dict[str, Any]):
+    import torch
+
     labels = kwargs.get("labels")
     if labels is None or args or "logits_to_keep" in kwargs or "shift_labels" in kwargs:
         return None  # scoring and generation (no labels), or a caller that already chose
     keep = answer_positions(labels)
-    return args, {**kwargs, "logits_to_keep": keep, "shift_labels": labels[:, keep + 1]}
+    shift_labels = labels[:, keep + 1]
+    multiple = getattr(module, "_movierec_shape_multiple", None)  # shape_buckets: a few counts of positions too
+    if multiple and (extra := -(-keep.numel() // multiple) * multiple - keep.numel()):
+        keep = torch.cat([keep, keep.new_zeros(extra)])  # extra positions whose labels are ignored
+        shift_labels = torch.cat([shift_labels, shift_labels.new_full((labels.shape[0], extra), IGNORE_INDEX)], 1)
+    return args, {**kwargs, "logits_to_keep": keep, "shift_labels": shift_labels}
 
 
 def install(model):

@@ -69,6 +69,27 @@ class AnswerLogitsCallback(TrainerCallback):
             model._movierec_answer_logits = answer_logits.install(model)
 
 
+class StaticShapesCallback(TrainerCallback):
+    """Installs the shape_buckets hook (train/static_shapes.py) on the model before the first step; under CUDA
+    graphs (torch_compile_mode reduce-overhead or max-autotune) marks each step's start, so a graph's outputs
+    from the previous step (the loss the Trainer accumulates) are not taken for live ones."""
+
+    def __init__(self, multiple: int, cudagraphs: bool = False):
+        self.multiple, self.cudagraphs = multiple, cudagraphs
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.cudagraphs:
+            import torch
+
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from movierec.train import static_shapes
+
+        if model is not None and not getattr(model, "_movierec_static_shapes", None):
+            model._movierec_static_shapes = static_shapes.install(model, self.multiple)
+
+
 class ScoreCallback(TrainerCallback):
     """Yes/No ranking metrics at every evaluation: `eval_auc`, `eval_uauc`, `eval_log_loss`.
 
@@ -202,6 +223,9 @@ def build_callbacks(lf_args: dict[str, Any], mr_args: MovierecArguments, plan: T
     unit = "sequences" if plan.packing else "examples"
     callbacks: list[TrainerCallback] = [CpuFp32Callback(),
                                         StepTimerCallback(lf_args["output_dir"], plan.rows_per_step, unit)]
+    if mr_args.shape_buckets:  # before answer_logits_only's hook, which reads the padded labels
+        cudagraphs = str(lf_args.get("torch_compile_mode")) in ("reduce-overhead", "max-autotune")
+        callbacks.append(StaticShapesCallback(mr_args.shape_buckets, cudagraphs))
     if mr_args.answer_logits_only:
         callbacks.append(AnswerLogitsCallback())
     evaluates = str(arg(lf_args, "eval_strategy")) != "no"

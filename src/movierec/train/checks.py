@@ -55,6 +55,7 @@ RANGES = [
     ("eval_auc_batch_size", _at_least(1), ">= 1"),
     ("early_stopping_patience", _at_least(1, optional=True), "an integer >= 1 (evaluations) or null (off)"),
     ("early_stopping_threshold", _at_least(0), ">= 0"),
+    ("shape_buckets", lambda v: v is None or (v >= 8 and v % 8 == 0), "a multiple of 8 tokens (e.g. 32 or 64) or null"),
 ]
 
 
@@ -123,6 +124,19 @@ def check_answer_logits(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
                "compute_accuracy": "the token accuracy at evaluations reads the logits at every position"}
     return [f"answer_logits_only: true cannot go with {key}: true ({why}); drop one of them"
             for key, why in clashes.items() if lf.get(key)]
+
+
+def check_shape_buckets(lf: dict[str, Any], mr: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """shape_buckets (train/static_shapes.py): (problems, warnings)."""
+    if not mr.get("shape_buckets"):
+        return [], []
+    problems = [f"shape_buckets: cannot go with {key}: true ({why}); drop one of them" for key, why in {
+        "neat_packing": "packed rows carry their own 4D attention masks, which it does not pad",
+        "use_unsloth": "unsloth replaces the model's forward and compiles its own kernels"}.items() if lf.get(key)]
+    compiles = lf.get("torch_compile") or lf.get("torch_compile_mode") or lf.get("torch_compile_backend")
+    warnings = [] if compiles else ["shape_buckets: without torch_compile: true it only adds padding (the shapes "
+                                    "matter to a compiled model and CUDA graphs)"]
+    return problems, warnings
 
 
 # Throughput levers that need a package movierec does not install: key, value -> (module, what to install).

@@ -24,6 +24,7 @@ from movierec.folders.rundir import RunDir, expand
 from movierec.resources import shipped
 from movierec.train.checks import (
     check_answer_logits,
+    check_shape_buckets,
     check_early_stopping,
     check_levers,
     check_ranges,
@@ -51,6 +52,11 @@ class MovierecArguments:
     answer_logits_only: bool = field(
         default=False, metadata={"help": "compute the LM head only at the positions the loss reads (the answer), "
                                          "not at every prompt position; same loss and gradients, less work and memory"}
+    )
+    shape_buckets: int | None = field(
+        default=None, metadata={"help": "pad each training batch to a multiple of this many tokens (and a short batch "
+                                        "to the full row count), so torch_compile sees a few static shapes and CUDA "
+                                        "graphs can be recorded; same loss and gradients (null: off)"}
     )
 
     def auc_examples(self, n_eval: int | None) -> int:
@@ -141,6 +147,9 @@ def validate(cfg: Mapping[str, Any], data_required: bool = True, model_required:
     mr = MovierecArguments(**{k: v for k, v in typed.items() if k in MOVIEREC_KEYS})
     problems += check_ranges(lf, mr.to_dict()) + check_early_stopping(lf, mr.to_dict())
     problems += check_answer_logits(lf, mr.to_dict())
+    shape_problems, shape_warnings = check_shape_buckets(lf, mr.to_dict())
+    problems += shape_problems
+    warnings += shape_warnings
     if not any(p.startswith("dataset_dir:") for p in problems):
         found = _check_datasets(lf)
         missing = [p for p in found if p.endswith(NOT_PREPARED)]

@@ -105,7 +105,12 @@ def run(lf_yaml: str | Path, resolved_yaml: str | Path, extra_callbacks: list | 
     plan = TrainPlan.from_dict(resolved.get("plan"))
     if plan is None:
         raise ValueError(f"{resolved_yaml}: no step plan (train records one before launching)")
-    callbacks = build_callbacks(lf_args, MovierecArguments.from_record(resolved.get("movierec")), plan)
+    mr_args = MovierecArguments.from_record(resolved.get("movierec"))
+    if mr_args.shape_buckets and any(lf_args.get(k) for k in ("torch_compile", "torch_compile_mode", "torch_compile_backend")):
+        from movierec.train.static_shapes import configure_compile
+
+        configure_compile()
+    callbacks = build_callbacks(lf_args, mr_args, plan)
     callbacks += list(extra_callbacks or [])
     # LLaMA-Factory print()s a tokenised example and more to stdout: in quiet mode that goes to train.log
     stdout = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(handler.stream)
