@@ -241,6 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="/tmp/movierec-bench-profiles", help="logs, part results, the random model")
     args = p.parse_args(argv)
 
+    parts = {name: optional for name, _, _, optional in plan_parts(args)}
+    for name in args.skip:  # one line and exit code 2, before any part runs
+        why = ("no such part (parts: " + ", ".join(parts) + ")" if name not in parts else
+               "a required part (the reference, the fast profiles and scoring always run)" if not parts[name] else "")
+        if why:
+            print(f"error: --skip {name}: {why}", file=sys.stderr)
+            return 2
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget_s

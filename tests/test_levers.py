@@ -3,6 +3,7 @@ step plans, and the benchmark driver that scripts/gpu_bench.sh runs."""
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -425,8 +426,8 @@ def test_shape_buckets_give_the_same_loss_and_gradients(lf_model, answer_only):
 
 def test_compiled_training_sees_only_bucketed_shapes(tiny_model, prepared_data, tmp_path, monkeypatch, capsys):
     """A real LLaMA-Factory run with torch_compile and shape_buckets (the fast demo profile, answer_logits_only
-    on, 4-bit): every batch reaches the compiled model as 8 rows of a multiple of 64 tokens, dynamo compiles it
-    with static shapes, and training ends with finite losses."""
+    on, 4-bit): every batch reaches the compiled model as 8 rows of a multiple of 64 tokens, dynamo compiles one
+    graph per padded shape, and training ends with finite losses."""
     import torch._dynamo.utils
 
     from movierec.train import static_shapes
@@ -452,13 +453,20 @@ def test_compiled_training_sees_only_bucketed_shapes(tiny_model, prepared_data, 
                    "--override", "torch_compile=true",
                    "--override", "shape_buckets=64"])
         frames = dict(torch._dynamo.utils.counters["frames"])
+        graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     finally:
         torch._dynamo.reset()
         monkeypatch.delenv("ACCELERATE_DYNAMO_USE_DYNAMIC", raising=False)  # set by the run for its Trainer
     assert rc == 0, capsys.readouterr().err[-3000:]
+    # the compile settings transformers puts in the environment do not outlive the run (a later training in
+    # this process, or a child process, would compile too)
+    assert not [k for k in os.environ if k.startswith("ACCELERATE_DYNAMO_")]
     assert len(shapes) == 4 and any(before != after for before, after in shapes)
     assert all(rows == 8 and length % 64 == 0 for _, (rows, length) in shapes), shapes
-    assert frames.get("ok", 0) > 0, frames  # compiled, not run eagerly
+    # compiled, not run eagerly: one graph per padded shape, none per raw batch shape or per count of answer
+    # positions (the hooks run outside the graph)
+    padded = {after for _, after in shapes}
+    assert frames.get("ok", 0) > 0 and graphs == len(padded), (frames, graphs, shapes)
     log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
     losses = [line["loss"] for line in log if "loss" in line]
     assert losses and all(math.isfinite(x) for x in losses)
@@ -467,6 +475,7 @@ def test_compiled_training_sees_only_bucketed_shapes(tiny_model, prepared_data, 
 @pytest.mark.parametrize("overrides, message", [
     (["shape_buckets=12"], "shape_buckets: must be a multiple of 8 tokens"),
     (["shape_buckets=64", "torch_compile=true", "neat_packing=true"], "shape_buckets: cannot go with neat_packing"),
+    (["shape_buckets=4096", "torch_compile=true"], "shape_buckets: 4096 is longer than cutoff_len (2048)"),
 ])
 def test_shape_buckets_refusals(overrides, message, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
@@ -483,3 +492,28 @@ def test_shape_buckets_without_compile_warns(monkeypatch, capsys):
     assert main(["train", "--config", FAST, "--dry-run", "--device", "cuda", "--override", "shape_buckets=64",
                  "--override", "torch_compile_mode=reduce-overhead"]) == 0
     assert "shape_buckets" not in capsys.readouterr().err
+
+
+def test_cuda_graphs_need_a_gpu_and_buckets(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    graphs = ["--override", "torch_compile_mode=reduce-overhead"]
+    assert main(["train", "--config", FAST, "--dry-run", "--device", "cpu", *graphs, "--override",
+                 "optim=adamw_torch"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning: ")]
+    assert err == ["error: torch_compile_mode: reduce-overhead replays CUDA graphs, which need --device cuda; on cpu "
+                   "use torch_compile: true without a mode"]
+    assert main(["train", "--config", FAST, "--dry-run", "--device", "cuda", *graphs]) == 0
+    assert "warning: torch_compile_mode: reduce-overhead records a CUDA graph for every batch shape" in \
+        capsys.readouterr().err
+    # validation builds transformers' TrainingArguments, which put the compile mode in the environment: gone after
+    assert not [k for k in os.environ if k.startswith("ACCELERATE_DYNAMO_")]
+
+
+def test_bench_driver_refuses_an_unknown_or_required_skip(tmp_path):
+    for part, why in [("bogus", "no such part (parts: reference, demo_tiny_fast, "),
+                      ("demo_tiny_fast", "a required part")]:
+        proc = run_cli(str(ROOT / "scripts/bench_profiles.py"), "--reference", "configs/demo_tiny.yaml", "--fast",
+                       "configs/demo_tiny_fast.yaml", "--device", "cpu", "--skip", part, "--work", str(tmp_path / "w"),
+                       cwd=ROOT)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: --skip {part}: {why}"), proc.stderr
+        assert proc.stderr.count("\n") == 1 and proc.stdout == "" and not (tmp_path / "w").exists()

@@ -270,8 +270,16 @@ def test_recommend_all_users_equals_single_user_recommend(demo_run, prepared_dat
     (["--user", "1", "--users", "all", "--out", "x.parquet"], "give --user ID"),
     (["--user", "1", "--out", "x.parquet"], "--out: only with --users all"),
     (["--users", "all", "--out", "x.csv"], "--out: expected a .parquet file"),
+    # a folder no file can be made in (/proc refuses even root): refused before the model loads and scores
+    (["--users", "all", "--out", "/proc/top.parquet"], "--out: cannot write to /proc/top.parquet"),
 ])
-def test_recommend_all_bad_input(demo_run, args, message, tmp_path, capsys):
+def test_recommend_all_bad_input(demo_run, args, message, tmp_path, capsys, monkeypatch):
+    import movierec.evaluation.scoring
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the bad input was refused")
+
+    monkeypatch.setattr(movierec.evaluation.scoring, "load_model_for_scoring", no_load)
     assert main(["recommend", "--run", str(demo_run), "--device", "cpu", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and message in err

@@ -146,6 +146,20 @@ def main(args) -> int:
     return 0
 
 
+def _check_writable(out: Path) -> None:
+    """--out can be written (its folder, or the nearest existing one above it): checked before any scoring."""
+    import tempfile
+
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".movierec-probe-"):
+            pass
+    except OSError as e:
+        raise UserError(f"--out: cannot write to {out} ({e.strerror or e} in {folder})") from None
+
+
 def recommend_all(args, lf_args, ckpt, data: DatasetDir, device: str, manifest, ratings, movies) -> int:
     """Every eval user's candidates scored in one call (each user's history prefix computed once), the
     top K per user written to --out as parquet: user_id, rank, movie_id, title, p_yes."""
@@ -165,6 +179,7 @@ def recommend_all(args, lf_args, ckpt, data: DatasetDir, device: str, manifest, 
         raise UserError(f"--out: expected a .parquet file, got {out}")
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"--out: {out.parent} is not a folder")
+    _check_writable(out)
     users = sorted({int(r[USER_ID]) for r in eval_records(lf_args, data)})
     popular = ratings["movieId"].value_counts(sort=True).index.tolist()
     by_id = movies.set_index("movieId")

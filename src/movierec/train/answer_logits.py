@@ -56,4 +56,8 @@ def install(model):
     if "logits_to_keep" not in inspect.signature(inner.forward).parameters:
         raise ValueError(f"answer_logits_only: {type(inner).__name__}.forward takes no logits_to_keep; "
                          "set answer_logits_only: false for this model")
-    return model.register_forward_pre_hook(_pre_hook, with_kwargs=True)
+    import torch
+
+    # eager even inside a compiled model: the positions depend on the labels' values, and a traced hook would be
+    # compiled again for every count of them; the model's forward is compiled on what the hook hands it
+    return model.register_forward_pre_hook(torch.compiler.disable(_pre_hook), with_kwargs=True)

@@ -129,10 +129,16 @@ def check_answer_logits(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
 def check_shape_buckets(lf: dict[str, Any], mr: dict[str, Any]) -> tuple[list[str], list[str]]:
     """shape_buckets (train/static_shapes.py): (problems, warnings)."""
     if not mr.get("shape_buckets"):
-        return [], []
+        graphs = lf.get("torch_compile_mode") == "reduce-overhead"
+        return [], ["torch_compile_mode: reduce-overhead records a CUDA graph for every batch shape, and unbucketed "
+                    "batches come in a dozen lengths or more; set shape_buckets: 64"] if graphs else []
     problems = [f"shape_buckets: cannot go with {key}: true ({why}); drop one of them" for key, why in {
         "neat_packing": "packed rows carry their own 4D attention masks, which it does not pad",
         "use_unsloth": "unsloth replaces the model's forward and compiles its own kernels"}.items() if lf.get(key)]
+    size, cutoff = mr["shape_buckets"], int(lf.get("cutoff_len", 2048))
+    if isinstance(size, int) and size > cutoff:  # a batch never grows past cutoff_len: one bucket of padding
+        problems.append(f"shape_buckets: {size} is longer than cutoff_len ({cutoff}), the longest an example gets; "
+                        "use a few dozen tokens (e.g. 32 or 64)")
     compiles = lf.get("torch_compile") or lf.get("torch_compile_mode") or lf.get("torch_compile_backend")
     warnings = [] if compiles else ["shape_buckets: without torch_compile: true it only adds padding (the shapes "
                                     "matter to a compiled model and CUDA graphs)"]
@@ -168,6 +174,9 @@ def check_device_levers(args: dict[str, Any], device: str) -> list[str]:
     """Levers the chosen device cannot run (each would fail after the model is loaded): one line each."""
     problems = [f"{key}: {_to_text(value)} cannot run on {device}: {why}; use --device cuda or drop {key}"
                 for (key, value), why in GPU_ONLY.items() if args.get(key) == value and device != "cuda"]
+    if args.get("torch_compile_mode") == "reduce-overhead" and device != "cuda":
+        problems.append(f"torch_compile_mode: reduce-overhead replays CUDA graphs, which need --device cuda; on {device} "
+                        "use torch_compile: true without a mode")
     if str(args.get("optim", "")).endswith("_fused"):
         import torch
         from torch.utils._foreach_utils import _get_fused_kernels_supported_devices

@@ -56,7 +56,8 @@ class MovierecArguments:
     shape_buckets: int | None = field(
         default=None, metadata={"help": "pad each training batch to a multiple of this many tokens (and a short batch "
                                         "to the full row count), so torch_compile sees a few static shapes and CUDA "
-                                        "graphs can be recorded; same loss and gradients (null: off)"}
+                                        "graphs can be recorded; same loss and gradients for the same dropout masks "
+                                        "(null: off)"}
     )
 
     def auc_examples(self, n_eval: int | None) -> int:
@@ -257,7 +258,9 @@ def check_with_llamafactory(lf_args: dict[str, Any]) -> list[str]:
 
     from llamafactory.hparams import get_train_args
 
-    with tempfile.TemporaryDirectory(prefix="movierec-check-") as tmp:
+    from movierec.train.static_shapes import compile_env_restored
+
+    with tempfile.TemporaryDirectory(prefix="movierec-check-") as tmp, compile_env_restored():
         args = {**lf_args, "output_dir": str(Path(tmp) / "out"), "logging_dir": str(Path(tmp) / "runs")}
         args.pop("resume_from_checkpoint", None)
         try:

@@ -9,16 +9,22 @@ CUDA graph is recorded once per shape; with dynamic shapes inductor gives up par
 a batch with fewer rows than the largest one seen so far up to that row count. The added positions are
 ignored everywhere: their attention mask is 0 (a padded row attends only its own first token, so no row is
 fully masked) and their labels are IGNORE_INDEX, so the loss, its normaliser and every gradient are the
-unpadded batch's (tests/test_levers.py checks them to 1e-5). With `shape_buckets` and `torch_compile`,
+unpadded batch's (tests/test_levers.py checks them to 1e-5, without dropout). With `lora_dropout` > 0 the
+dropout masks are drawn over the padded tensors, so the real tokens get other (equally likely) masks than
+without padding: a run follows another random stream, as with another seed, not the same numbers. With `shape_buckets` and `torch_compile`,
 movierec traces with static shapes (`dynamic=False`) and lets dynamo keep a graph per shape.
 
 A forward pre-hook on the top-level model (the PeftModel, which the Trainer, DDP and DeepSpeed call)
-does the padding; hooks run inside the compiled call, so the compiled graph sees the padded shapes.
+does the padding. Hooks run inside the compiled call; this one (and answer_logits_only's) is excluded from
+tracing (`torch.compiler.disable`), so the compiled forward sees only the padded shapes and nothing is
+compiled per raw batch shape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from movierec.train.answer_logits import IGNORE_INDEX
@@ -74,9 +80,13 @@ def _pre_hook(module, args, kwargs: dict[str, Any]):
 def install(model, multiple: int):
     """Register the padding hook on `model` (register it before answer_logits', which reads the padded labels);
     returns the handle (`.remove()` undoes it)."""
+    import torch
+
     model._movierec_shape_multiple = int(multiple)
     model._movierec_rows = {}
-    return model.register_forward_pre_hook(_pre_hook, with_kwargs=True)
+    # eager even inside a compiled model: traced, the hook itself would be compiled again for every batch shape
+    # the collator makes; the model's forward is compiled on the padded shapes only
+    return model.register_forward_pre_hook(torch.compiler.disable(_pre_hook), with_kwargs=True)
 
 
 def configure_compile() -> None:
@@ -87,3 +97,17 @@ def configure_compile() -> None:
     os.environ["ACCELERATE_DYNAMO_USE_DYNAMIC"] = "false"
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+
+
+@contextlib.contextmanager
+def compile_env_restored() -> Iterator[None]:
+    """transformers' TrainingArguments (and configure_compile) put the compile settings in ACCELERATE_DYNAMO_*
+    environment variables, which every later Trainer of the process, and its child processes, would obey:
+    they are put back as they were when the block ends (a validation, a training)."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE_DYNAMO_")}
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith("ACCELERATE_DYNAMO_")]:
+            del os.environ[key]
+        os.environ.update(before)

@@ -101,20 +101,20 @@ def run(lf_yaml: str | Path, resolved_yaml: str | Path, extra_callbacks: list | 
         _load_cpu_rank_state_on_cpu()
     from movierec.train.config import MovierecArguments
     from movierec.train.plan import TrainPlan
+    from movierec.train.static_shapes import compile_env_restored, configure_compile
 
     plan = TrainPlan.from_dict(resolved.get("plan"))
     if plan is None:
         raise ValueError(f"{resolved_yaml}: no step plan (train records one before launching)")
     mr_args = MovierecArguments.from_record(resolved.get("movierec"))
-    if mr_args.shape_buckets and any(lf_args.get(k) for k in ("torch_compile", "torch_compile_mode", "torch_compile_backend")):
-        from movierec.train.static_shapes import configure_compile
-
-        configure_compile()
+    compiling = any(lf_args.get(k) for k in ("torch_compile", "torch_compile_mode", "torch_compile_backend"))
     callbacks = build_callbacks(lf_args, mr_args, plan)
     callbacks += list(extra_callbacks or [])
     # LLaMA-Factory print()s a tokenised example and more to stdout: in quiet mode that goes to train.log
     stdout = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(handler.stream)
-    with install_score_logging(), install_quiet_progress(enabled=not verbose), stdout:
+    with compile_env_restored(), install_score_logging(), install_quiet_progress(enabled=not verbose), stdout:
+        if mr_args.shape_buckets and compiling:
+            configure_compile()
         try:
             run_exp(args=lf_args, callbacks=callbacks)
         finally:
