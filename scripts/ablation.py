@@ -46,9 +46,10 @@ class Stop(Exception):
         self.message, self.code = message, code
 
 
-def execute(cmd: list[str], step: str, quiet: bool = False) -> None:
+def execute(cmd: list[str], step: str, quiet: bool = False, says_why: bool = False) -> None:
     """A command of the ablation; its failure (whose own error line it printed) stops the script with its code.
-    quiet: its output is shown only when it fails."""
+    quiet: its output is shown only when it fails. says_why: a checking step (prepare, the dry run), whose bad
+    input exit (2) comes with its one error line: nothing is added to it."""
     print("$", " ".join(cmd), flush=True)
     pipe = subprocess.PIPE if quiet else None
     with subprocess.Popen(cmd, cwd=ROOT, stdout=pipe, stderr=pipe, text=True) as proc:
@@ -61,7 +62,7 @@ def execute(cmd: list[str], step: str, quiet: bool = False) -> None:
     if rc != 0 and quiet:
         sys.stdout.write(out)
         sys.stderr.write(err)
-    if rc == 2:  # bad input: the command said why in its one error line
+    if rc == 2 and says_why:  # bad input: the command said why in its one error line
         raise Stop(None, rc)
     if rc != 0:
         print(f"ablation: stopped at {step} (exit {rc}); finished variants are kept, rerun to go on", file=sys.stderr)
@@ -69,7 +70,7 @@ def execute(cmd: list[str], step: str, quiet: bool = False) -> None:
 
 
 def movierec(*args: str) -> None:
-    execute([sys.executable, "-m", "movierec", *args], args[0])
+    execute([sys.executable, "-m", "movierec", *args], args[0], says_why=args[0] == "prepare")
 
 
 def read(path: Path, fix: str, needs: tuple[str, ...] = ()) -> dict:
@@ -155,7 +156,11 @@ def run_variant(name: str, overrides: list[str], args: argparse.Namespace) -> di
 def current(name: str, args: argparse.Namespace) -> bool:
     """Whether finished variant `name` ran on this run's input, configs, model and overrides."""
     recorded = _paths(name, args.out)[3]
-    return read(recorded, "delete it and rerun").get("inputs") == fingerprint(args, VARIANTS[name])
+    try:
+        return read(recorded, "delete it and rerun").get("inputs") == fingerprint(args, VARIANTS[name])
+    except Stop as e:  # a damaged record of a variant not asked for: left out of the table, not a stop
+        print(f"warning: {name} left out of the table: {e.message.removeprefix('error: ')}", file=sys.stderr)
+        return False
 
 
 def load_variant(name: str, overrides: list[str], args: argparse.Namespace) -> dict:
@@ -312,7 +317,7 @@ def ablation() -> int:
         # the training config and every --train-override, checked in seconds before any preparing or training
         probe = args.out / "runs" / "check"
         execute([sys.executable, *train_command(args, probe / "data", probe / "run"), "--dry-run"],
-                "checking --train-config and --train-override", quiet=True)
+                "checking --train-config and --train-override", quiet=True, says_why=True)
     if args.variants is None:
         args.variants = finished(args.out) if args.table_only else list(VARIANTS)
         if not args.variants:

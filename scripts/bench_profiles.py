@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     parts = {name: optional for name, _, _, optional in plan_parts(args)}
-    for name in args.skip:  # one line and exit code 2, before any part runs
+    for name in (n for n in args.skip if n not in not_measured(args)):  # one line and exit 2, before any part runs
         why = ("no such part (parts: " + ", ".join(parts) + ")" if name not in parts else
                "a required part (the reference, the fast profiles and scoring always run)" if not parts[name] else "")
         if why:

@@ -452,6 +452,7 @@ def test_compiled_training_sees_only_bucketed_shapes(tiny_model, prepared_data, 
                    "save_steps=4", "--override", "logging_steps=1", "--override", "per_device_train_batch_size=8",
                    "--override", "torch_compile=true",
                    "--override", "shape_buckets=64"])
+        left = [k for k in os.environ if k.startswith("ACCELERATE_DYNAMO_")]  # before the clean-up below
         frames = dict(torch._dynamo.utils.counters["frames"])
         graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     finally:
@@ -460,7 +461,7 @@ def test_compiled_training_sees_only_bucketed_shapes(tiny_model, prepared_data, 
     assert rc == 0, capsys.readouterr().err[-3000:]
     # the compile settings transformers puts in the environment do not outlive the run (a later training in
     # this process, or a child process, would compile too)
-    assert not [k for k in os.environ if k.startswith("ACCELERATE_DYNAMO_")]
+    assert left == []
     assert len(shapes) == 4 and any(before != after for before, after in shapes)
     assert all(rows == 8 and length % 64 == 0 for _, (rows, length) in shapes), shapes
     # compiled, not run eagerly: one graph per padded shape, none per raw batch shape or per count of answer
@@ -476,6 +477,8 @@ def test_compiled_training_sees_only_bucketed_shapes(tiny_model, prepared_data, 
     (["shape_buckets=12"], "shape_buckets: must be a multiple of 8 tokens"),
     (["shape_buckets=64", "torch_compile=true", "neat_packing=true"], "shape_buckets: cannot go with neat_packing"),
     (["shape_buckets=4096", "torch_compile=true"], "shape_buckets: 4096 is longer than cutoff_len (2048)"),
+    (["shape_buckets=64", "torch_compile=true", "compute_accuracy=true", "answer_logits_only=false"],
+     "shape_buckets: cannot go with compute_accuracy"),
 ])
 def test_shape_buckets_refusals(overrides, message, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)

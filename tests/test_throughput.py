@@ -290,3 +290,10 @@ def _not_a_model(tmp_path):
     folder = tmp_path / "not-a-model"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+def test_recommend_all_refuses_a_folder_as_out(demo_run, tmp_path, capsys):
+    folder = tmp_path / "top.parquet"
+    folder.mkdir()
+    assert main(["recommend", "--run", str(demo_run), "--device", "cpu", "--users", "all", "--out", str(folder)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out: {folder} is a folder; name the .parquet file to write"

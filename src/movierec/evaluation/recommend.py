@@ -179,6 +179,8 @@ def recommend_all(args, lf_args, ckpt, data: DatasetDir, device: str, manifest, 
         raise UserError(f"--out: expected a .parquet file, got {out}")
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"--out: {out.parent} is not a folder")
+    if out.is_dir():
+        raise UserError(f"--out: {out} is a folder; name the .parquet file to write")
     _check_writable(out)
     users = sorted({int(r[USER_ID]) for r in eval_records(lf_args, data)})
     popular = ratings["movieId"].value_counts(sort=True).index.tolist()

@@ -14,6 +14,7 @@ from transformers.trainer_callback import ProgressCallback
 from movierec.data.fields import LABEL, USER_ID
 from movierec.device import keep_fp32_on_cpu
 from movierec.folders.rundir import RunDir
+from movierec.train.checks import CUDA_GRAPH_MODES
 from movierec.train.config import MovierecArguments, arg
 from movierec.train.plan import TrainPlan
 
@@ -69,19 +70,21 @@ class AnswerLogitsCallback(TrainerCallback):
             model._movierec_answer_logits = answer_logits.install(model)
 
 
-class StaticShapesCallback(TrainerCallback):
-    """Installs the shape_buckets hook (train/static_shapes.py) on the model before the first step; under CUDA
-    graphs (torch_compile_mode reduce-overhead or max-autotune) marks each step's start, so a graph's outputs
-    from the previous step (the loss the Trainer accumulates) are not taken for live ones."""
-
-    def __init__(self, multiple: int, cudagraphs: bool = False):
-        self.multiple, self.cudagraphs = multiple, cudagraphs
+class CudaGraphStepCallback(TrainerCallback):
+    """Under CUDA graphs (torch_compile_mode reduce-overhead or max-autotune) marks each step's start, so a
+    graph's outputs from the previous step (the loss the Trainer accumulates) are not taken for live ones."""
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.cudagraphs:
-            import torch
+        import torch
 
-            torch.compiler.cudagraph_mark_step_begin()
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+class StaticShapesCallback(TrainerCallback):
+    """Installs the shape_buckets hook (train/static_shapes.py) on the model before the first step."""
+
+    def __init__(self, multiple: int):
+        self.multiple = multiple
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         from movierec.train import static_shapes
@@ -223,9 +226,10 @@ def build_callbacks(lf_args: dict[str, Any], mr_args: MovierecArguments, plan: T
     unit = "sequences" if plan.packing else "examples"
     callbacks: list[TrainerCallback] = [CpuFp32Callback(),
                                         StepTimerCallback(lf_args["output_dir"], plan.rows_per_step, unit)]
+    if lf_args.get("torch_compile_mode") in CUDA_GRAPH_MODES:
+        callbacks.append(CudaGraphStepCallback())
     if mr_args.shape_buckets:  # before answer_logits_only's hook, which reads the padded labels
-        cudagraphs = str(lf_args.get("torch_compile_mode")) in ("reduce-overhead", "max-autotune")
-        callbacks.append(StaticShapesCallback(mr_args.shape_buckets, cudagraphs))
+        callbacks.append(StaticShapesCallback(mr_args.shape_buckets))
     if mr_args.answer_logits_only:
         callbacks.append(AnswerLogitsCallback())
     evaluates = str(arg(lf_args, "eval_strategy")) != "no"

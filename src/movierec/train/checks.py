@@ -126,15 +126,21 @@ def check_answer_logits(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
             for key, why in clashes.items() if lf.get(key)]
 
 
+# torch.compile modes that record CUDA graphs on a GPU (reduce-overhead does nothing else)
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
 def check_shape_buckets(lf: dict[str, Any], mr: dict[str, Any]) -> tuple[list[str], list[str]]:
     """shape_buckets (train/static_shapes.py): (problems, warnings)."""
     if not mr.get("shape_buckets"):
-        graphs = lf.get("torch_compile_mode") == "reduce-overhead"
-        return [], ["torch_compile_mode: reduce-overhead records a CUDA graph for every batch shape, and unbucketed "
-                    "batches come in a dozen lengths or more; set shape_buckets: 64"] if graphs else []
+        mode = lf.get("torch_compile_mode")
+        return [], [f"torch_compile_mode: {mode} records a CUDA graph for every batch shape, and unbucketed "
+                    "batches come in a dozen lengths or more; set shape_buckets: 64"] if mode in CUDA_GRAPH_MODES else []
     problems = [f"shape_buckets: cannot go with {key}: true ({why}); drop one of them" for key, why in {
         "neat_packing": "packed rows carry their own 4D attention masks, which it does not pad",
-        "use_unsloth": "unsloth replaces the model's forward and compiles its own kernels"}.items() if lf.get(key)]
+        "use_unsloth": "unsloth replaces the model's forward and compiles its own kernels",
+        "compute_accuracy": "evaluation batches are padded too, and the accuracy reads their padded logits",
+        "predict_with_generate": "evaluation batches are padded too, and generation reads them"}.items() if lf.get(key)]
     size, cutoff = mr["shape_buckets"], int(lf.get("cutoff_len", 2048))
     if isinstance(size, int) and size > cutoff:  # a batch never grows past cutoff_len: one bucket of padding
         problems.append(f"shape_buckets: {size} is longer than cutoff_len ({cutoff}), the longest an example gets; "

@@ -9,7 +9,7 @@ CUDA graph is recorded once per shape; with dynamic shapes inductor gives up par
 a batch with fewer rows than the largest one seen so far up to that row count. The added positions are
 ignored everywhere: their attention mask is 0 (a padded row attends only its own first token, so no row is
 fully masked) and their labels are IGNORE_INDEX, so the loss, its normaliser and every gradient are the
-unpadded batch's (tests/test_levers.py checks them to 1e-5, without dropout). With `lora_dropout` > 0 the
+unpadded batch's (tests/test_levers.py checks the loss to 1e-5 and the gradients to 1e-4, without dropout). With `lora_dropout` > 0 the
 dropout masks are drawn over the padded tensors, so the real tokens get other (equally likely) masks than
 without padding: a run follows another random stream, as with another seed, not the same numbers. With `shape_buckets` and `torch_compile`,
 movierec traces with static shapes (`dynamic=False`) and lets dynamo keep a graph per shape.
