@@ -18,7 +18,8 @@ process), CUDA graphs on bucketed static shapes, the answer-only LM head and the
 Liger's fused linear cross-entropy, Liger at a larger batch, torch.compile on bucketed static shapes and
 with dynamic shapes, and with `--packing-variant` neat packing (`--skip NAME` leaves a part out). Rows a
 CPU cannot measure, or whose package is missing, are listed under `not_measured` with the reason.
-Parts that would start with less than MIN_PART_S of the `--budget-s` left are skipped. The random model is built once and shared (`--work`).
+Parts that would start with less than MIN_PART_S of the `--budget-s` left are skipped. The random model
+is built once and shared (`--work`).
 
 Prints one JSON object (also written to WORK/bench.json after every part): each part's examples/s,
 real tokens/s, MFU, GPU-busy fraction, step time p50/p90, peak memory, first and last loss, evaluation
@@ -241,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="/tmp/movierec-bench-profiles", help="logs, part results, the random model")
     args = p.parse_args(argv)
 
-    parts = {name: optional for name, _, _, optional in plan_parts(args)}
-    for name in (n for n in args.skip if n not in not_measured(args)):  # one line and exit 2, before any part runs
+    parts, unmeasurable = {name: optional for name, _, _, optional in plan_parts(args)}, not_measured(args)
+    for name in (n for n in args.skip if n not in unmeasurable):  # one line and exit 2, before any part runs
         why = ("no such part (parts: " + ", ".join(parts) + ")" if name not in parts else
                "a required part (the reference, the fast profiles and scoring always run)" if not parts[name] else "")
         if why:

@@ -73,6 +73,7 @@ from movierec.bench.measure import (
 )
 from movierec.errors import UserError
 from movierec.folders.datadir import DatasetDir
+from movierec.train.checks import compiles
 from movierec.train.config import arg, lora_alpha
 
 # ---------------------------------------------------------------- run and measure
@@ -261,7 +262,7 @@ def _levers(lf: dict[str, Any]) -> dict[str, Any]:
     return {"packing": bool(arg(lf, "neat_packing")), "cutoff_len": int(arg(lf, "cutoff_len")),
             "quantization_bit": arg(lf, "quantization_bit"), "gradient_checkpointing": _checkpointing(lf),
             "enable_liger_kernel": bool(arg(lf, "enable_liger_kernel")), "use_unsloth": bool(arg(lf, "use_unsloth")),
-            "torch_compile": bool(arg(lf, "torch_compile") or arg(lf, "torch_compile_mode")),
+            "torch_compile": compiles(lf),
             "torch_compile_mode": arg(lf, "torch_compile_mode"), "optim": str(arg(lf, "optim")),
             "logging_nan_inf_filter": arg(lf, "logging_nan_inf_filter"), "attention": str(arg(lf, "flash_attn"))}
 

@@ -33,13 +33,15 @@ def answer_positions(labels):
 def _pre_hook(module, args, kwargs: dict[str, Any]):
     import torch
 
+    from movierec.train.static_shapes import bucket  # (it imports this module)
+
     labels = kwargs.get("labels")
     if labels is None or args or "logits_to_keep" in kwargs or "shift_labels" in kwargs:
         return None  # scoring and generation (no labels), or a caller that already chose
     keep = answer_positions(labels)
     shift_labels = labels[:, keep + 1]
     multiple = getattr(module, "_movierec_shape_multiple", None)  # shape_buckets: a few counts of positions too
-    if multiple and (extra := -(-keep.numel() // multiple) * multiple - keep.numel()):
+    if multiple and (extra := bucket(keep.numel(), multiple) - keep.numel()):
         keep = torch.cat([keep, keep.new_zeros(extra)])  # extra positions whose labels are ignored
         shift_labels = torch.cat([shift_labels, shift_labels.new_full((labels.shape[0], extra), IGNORE_INDEX)], 1)
     return args, {**kwargs, "logits_to_keep": keep, "shift_labels": shift_labels}

@@ -14,6 +14,7 @@ from transformers.trainer_callback import ProgressCallback
 from movierec.data.fields import LABEL, USER_ID
 from movierec.device import keep_fp32_on_cpu
 from movierec.folders.rundir import RunDir
+from movierec.train import answer_logits, static_shapes
 from movierec.train.checks import CUDA_GRAPH_MODES
 from movierec.train.config import MovierecArguments, arg
 from movierec.train.plan import TrainPlan
@@ -60,14 +61,18 @@ class CpuFp32Callback(TrainerCallback):
             keep_fp32_on_cpu(model)
 
 
-class AnswerLogitsCallback(TrainerCallback):
-    """Installs the answer_logits_only hook (train/answer_logits.py) on the model before the first step."""
+class ModelHookCallback(TrainerCallback):
+    """Installs a forward hook on the model before the first step, once per model: `install(model)` returns
+    its handle (answer_logits_only's in train/answer_logits.py, shape_buckets' in train/static_shapes.py)."""
+
+    def __init__(self, name: str, install):
+        self.name, self.install = name, install
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        from movierec.train import answer_logits
-
-        if model is not None and not getattr(model, "_movierec_answer_logits", None):
-            model._movierec_answer_logits = answer_logits.install(model)
+        hooks = getattr(model, "_movierec_hooks", None) or {}
+        if model is not None and self.name not in hooks:
+            hooks[self.name] = self.install(model)
+            model._movierec_hooks = hooks
 
 
 class CudaGraphStepCallback(TrainerCallback):
@@ -78,19 +83,6 @@ class CudaGraphStepCallback(TrainerCallback):
         import torch
 
         torch.compiler.cudagraph_mark_step_begin()
-
-
-class StaticShapesCallback(TrainerCallback):
-    """Installs the shape_buckets hook (train/static_shapes.py) on the model before the first step."""
-
-    def __init__(self, multiple: int):
-        self.multiple = multiple
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        from movierec.train import static_shapes
-
-        if model is not None and not getattr(model, "_movierec_static_shapes", None):
-            model._movierec_static_shapes = static_shapes.install(model, self.multiple)
 
 
 class ScoreCallback(TrainerCallback):
@@ -229,9 +221,10 @@ def build_callbacks(lf_args: dict[str, Any], mr_args: MovierecArguments, plan: T
     if lf_args.get("torch_compile_mode") in CUDA_GRAPH_MODES:
         callbacks.append(CudaGraphStepCallback())
     if mr_args.shape_buckets:  # before answer_logits_only's hook, which reads the padded labels
-        callbacks.append(StaticShapesCallback(mr_args.shape_buckets))
+        callbacks.append(ModelHookCallback("shape_buckets",
+                                           lambda model: static_shapes.install(model, mr_args.shape_buckets)))
     if mr_args.answer_logits_only:
-        callbacks.append(AnswerLogitsCallback())
+        callbacks.append(ModelHookCallback("answer_logits_only", answer_logits.install))
     evaluates = str(arg(lf_args, "eval_strategy")) != "no"
     if mr_args.eval_auc and lf_args.get("eval_dataset") and evaluates:
         callbacks.append(ScoreCallback(lf_args, mr_args))

@@ -130,6 +130,11 @@ def check_answer_logits(lf: dict[str, Any], mr: dict[str, Any]) -> list[str]:
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
+def compiles(args: dict[str, Any]) -> bool:
+    """Whether the Trainer compiles the model: transformers turns torch_compile on for a compile mode or backend."""
+    return any(args.get(key) for key in ("torch_compile", "torch_compile_mode", "torch_compile_backend"))
+
+
 def check_shape_buckets(lf: dict[str, Any], mr: dict[str, Any]) -> tuple[list[str], list[str]]:
     """shape_buckets (train/static_shapes.py): (problems, warnings)."""
     if not mr.get("shape_buckets"):
@@ -145,8 +150,7 @@ def check_shape_buckets(lf: dict[str, Any], mr: dict[str, Any]) -> tuple[list[st
     if isinstance(size, int) and size > cutoff:  # a batch never grows past cutoff_len: one bucket of padding
         problems.append(f"shape_buckets: {size} is longer than cutoff_len ({cutoff}), the longest an example gets; "
                         "use a few dozen tokens (e.g. 32 or 64)")
-    compiles = lf.get("torch_compile") or lf.get("torch_compile_mode") or lf.get("torch_compile_backend")
-    warnings = [] if compiles else ["shape_buckets: without torch_compile: true it only adds padding (the shapes "
+    warnings = [] if compiles(lf) else ["shape_buckets: without torch_compile: true it only adds padding (the shapes "
                                     "matter to a compiled model and CUDA graphs)"]
     return problems, warnings
 

@@ -24,10 +24,10 @@ from movierec.folders.rundir import RunDir, expand
 from movierec.resources import shipped
 from movierec.train.checks import (
     check_answer_logits,
-    check_shape_buckets,
     check_early_stopping,
     check_levers,
     check_ranges,
+    check_shape_buckets,
 )
 from movierec.train.schema import field_table, parse_fields
 

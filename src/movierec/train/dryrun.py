@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from movierec.train.checks import compiles
 from movierec.train.config import MovierecArguments, arg
 from movierec.train.plan import TrainPlan, counted
 
@@ -79,7 +80,7 @@ def print_dry_run(record: dict[str, Any], lf_args: dict[str, Any], plan: TrainPl
               f"total {_fmt_duration(t['total_seconds'])} (training {_fmt_duration(t['train_seconds'])} + "
               f"{t['evaluations']} evaluations {_fmt_duration(t['eval_seconds'])}, {t['eval_fraction']:.0%}; "
               f"evaluation at {EVAL_SPEEDUP:g}x the training rate)")
-        if arg(lf_args, "torch_compile") or arg(lf_args, "torch_compile_mode"):
+        if compiles(lf_args):
             print("  not counted: torch.compile's compiles (the first batch of each shape, for training and for "
                   "evaluation; `movierec bench` shows them in step_seconds_p90)")
     else:

@@ -9,10 +9,11 @@ CUDA graph is recorded once per shape; with dynamic shapes inductor gives up par
 a batch with fewer rows than the largest one seen so far up to that row count. The added positions are
 ignored everywhere: their attention mask is 0 (a padded row attends only its own first token, so no row is
 fully masked) and their labels are IGNORE_INDEX, so the loss, its normaliser and every gradient are the
-unpadded batch's (tests/test_levers.py checks the loss to 1e-5 and the gradients to 1e-4, without dropout). With `lora_dropout` > 0 the
-dropout masks are drawn over the padded tensors, so the real tokens get other (equally likely) masks than
-without padding: a run follows another random stream, as with another seed, not the same numbers. With `shape_buckets` and `torch_compile`,
-movierec traces with static shapes (`dynamic=False`) and lets dynamo keep a graph per shape.
+unpadded batch's (tests/test_levers.py checks the loss to 1e-5 and the gradients to 1e-4, without
+dropout). With `lora_dropout` > 0 the dropout masks are drawn over the padded tensors, so the real tokens
+get other (equally likely) masks than without padding: a run follows another random stream, as with
+another seed, not the same numbers. With `shape_buckets` and `torch_compile`, movierec traces with static
+shapes (`dynamic=False`) and lets dynamo keep a graph per shape. Evaluation-loss batches are padded too.
 
 A forward pre-hook on the top-level model (the PeftModel, which the Trainer, DDP and DeepSpeed call)
 does the padding. Hooks run inside the compiled call; this one (and answer_logits_only's) is excluded from
@@ -51,15 +52,9 @@ def pad_batch(kwargs: dict[str, Any], multiple: int, rows: int) -> dict[str, Any
     for key, value in kwargs.items():
         if not (torch.is_tensor(value) and value.dim() == 2 and tuple(value.shape) == (n, length)):
             continue
-        if key == "labels":
-            fill = IGNORE_INDEX
-        elif key == "position_ids":  # keep counting, as a longer example would
-            fill = None
-        else:
-            fill = 0
-        padded = value.new_full((new_rows, new_length), IGNORE_INDEX if fill is None else fill)
+        padded = value.new_full((new_rows, new_length), IGNORE_INDEX if key == "labels" else 0)
         padded[:n, :length] = value
-        if key == "position_ids":
+        if key == "position_ids":  # keep counting, as a longer example would
             padded[:, length:] = torch.arange(length, new_length, device=value.device)
             padded[n:, :length] = torch.arange(length, device=value.device)
         elif key == "attention_mask":

@@ -99,6 +99,7 @@ def run(lf_yaml: str | Path, resolved_yaml: str | Path, extra_callbacks: list | 
         handler = quiet_logging(Path(lf_args["output_dir"]))
     if resolved.get("device") == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _load_cpu_rank_state_on_cpu()
+    from movierec.train.checks import compiles
     from movierec.train.config import MovierecArguments
     from movierec.train.plan import TrainPlan
     from movierec.train.static_shapes import compile_env_restored, configure_compile
@@ -107,13 +108,12 @@ def run(lf_yaml: str | Path, resolved_yaml: str | Path, extra_callbacks: list | 
     if plan is None:
         raise ValueError(f"{resolved_yaml}: no step plan (train records one before launching)")
     mr_args = MovierecArguments.from_record(resolved.get("movierec"))
-    compiling = any(lf_args.get(k) for k in ("torch_compile", "torch_compile_mode", "torch_compile_backend"))
     callbacks = build_callbacks(lf_args, mr_args, plan)
     callbacks += list(extra_callbacks or [])
     # LLaMA-Factory print()s a tokenised example and more to stdout: in quiet mode that goes to train.log
     stdout = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(handler.stream)
     with compile_env_restored(), install_score_logging(), install_quiet_progress(enabled=not verbose), stdout:
-        if mr_args.shape_buckets and compiling:
+        if mr_args.shape_buckets and compiles(lf_args):
             configure_compile()
         try:
             run_exp(args=lf_args, callbacks=callbacks)
